@@ -1,0 +1,941 @@
+/* client.c — the client connection state machine: accept, startup, authentication, and client→server forwarding. */
+#include "parley.h"
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
+
+#define X_NAME(e, s) s,
+static const char *const client_state_names[] = { CLIENT_STATES(X_NAME) };
+const char *const tracked_var_names[VAR_COUNT] = { TRACKED_VARS(X_NAME) };
+#undef X_NAME
+
+const char *client_state_name(enum client_state s)
+{
+	return (s >= 0 && s < CL_STATE_COUNT) ? client_state_names[s] : "unknown";
+}
+
+int tracked_var_lookup(const char *name)
+{
+	for (int i = 0; i < VAR_COUNT; i++)
+		if (strcasecmp(name, tracked_var_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* Largest authentication message accepted from a client (SASL messages are a few hundred bytes). */
+#define AUTH_MSG_MAX 8192
+
+/* ---- socket helpers shared with server.c ---- */
+
+int sock_setup(struct sock *s, int fd, event_callback_fn on_read, event_callback_fn on_write, void *arg)
+{
+	int flags = fcntl(fd, F_GETFL, 0);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+		return -1;
+	memset(s, 0, sizeof(*s));
+	s->fd = fd;
+	s->in = evbuffer_new();
+	s->out = evbuffer_new();
+	s->ev_read = event_new(g.base, fd, EV_READ | EV_PERSIST, on_read, arg);
+	s->ev_write = event_new(g.base, fd, EV_WRITE | EV_PERSIST, on_write, arg);
+	if (!s->in || !s->out || !s->ev_read || !s->ev_write)
+		return -1;
+	return 0;
+}
+
+/* Closes the socket and releases its events and buffers; safe to call twice. */
+void sock_close(struct sock *s)
+{
+	if (s->ev_read) {
+		event_free(s->ev_read);
+		s->ev_read = NULL;
+	}
+	if (s->ev_write) {
+		event_free(s->ev_write);
+		s->ev_write = NULL;
+	}
+	if (s->fd >= 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	if (s->in) {
+		evbuffer_free(s->in);
+		s->in = NULL;
+	}
+	if (s->out) {
+		evbuffer_free(s->out);
+		s->out = NULL;
+	}
+	s->reading = s->writing = false;
+}
+
+void sock_want_read(struct sock *s, bool on)
+{
+	if (!s->ev_read || s->reading == on)
+		return;
+	if (on)
+		event_add(s->ev_read, NULL);
+	else
+		event_del(s->ev_read);
+	s->reading = on;
+}
+
+int sock_flush(struct sock *s)
+{
+	while (evbuffer_get_length(s->out) > 0) {
+		int n = evbuffer_write(s->out, s->fd);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				break;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		s->bytes_out += (uint64_t)n;
+	}
+	if (evbuffer_get_length(s->out) > 0) {
+		if (!s->writing) {
+			event_add(s->ev_write, NULL);
+			s->writing = true;
+		}
+	} else if (s->writing) {
+		event_del(s->ev_write);
+		s->writing = false;
+	}
+	return 0;
+}
+
+/* Best effort flush where the caller closes the connection anyway. */
+int sock_flush_quiet(struct sock *s)
+{
+	if (s->fd < 0 || !s->out)
+		return -1;
+	return sock_flush(s);
+}
+
+/* Appends the builder's bytes to an output buffer and resets the builder. */
+static void send_pkt(struct sock *s, struct pkt_builder *b)
+{
+	if (!b->failed && b->len)
+		evbuffer_add(s->out, b->buf, b->len);
+	pkt_reset(b);
+}
+
+/* ---- lifecycle ---- */
+
+static void client_on_read(evutil_socket_t fd, short what, void *arg);
+static void client_on_write(evutil_socket_t fd, short what, void *arg);
+static void client_process(struct client *c);
+
+void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool is_unix)
+{
+	struct client *c;
+	int one = 1;
+
+	if (g.shutdown != SHUTDOWN_NONE) {
+		close(fd);
+		return;
+	}
+	c = xcalloc(1, sizeof(*c));
+	list_init(&c->node);
+	c->s.fd = -1;
+	if (sock_setup(&c->s, fd, client_on_read, client_on_write, c) < 0) {
+		log_error("cannot set up client socket: %s", strerror(errno));
+		sock_close(&c->s);
+		free(c);
+		close(fd);
+		return;
+	}
+	if (is_unix) {
+		strcpy(c->addr, "unix");
+	} else {
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (g.cfg.tcp_keepalive)
+			setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		if (sa->sa_family == AF_INET) {
+			const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
+			inet_ntop(AF_INET, &in4->sin_addr, c->addr, sizeof(c->addr));
+			c->port = ntohs(in4->sin_port);
+		} else if (sa->sa_family == AF_INET6) {
+			const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+			inet_ntop(AF_INET6, &in6->sin6_addr, c->addr, sizeof(c->addr));
+			c->port = ntohs(in6->sin6_port);
+		}
+	}
+	(void)salen;
+	c->state = CL_LOGIN;
+	c->connect_time = c->last_active = c->request_time = now_usec();
+	c->connect_wall = wall_usec();
+	list_add_tail(&c->node, &g.login_clients);
+	g.client_count++;
+	g.total_clients_ever++;
+	sock_want_read(&c->s, true);
+	if (g.client_count > g.cfg.max_client_conn) {
+		client_disconnect(c, SQLSTATE_TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)");
+		return;
+	}
+	log_debug("C-%p: new connection from %s:%d", (void *)c, c->addr, c->port);
+}
+
+void client_send_error(struct client *c, const char *sqlstate, const char *message)
+{
+	struct pkt_builder b;
+	pkt_init(&b);
+	pkt_error(&b, "ERROR", sqlstate, message);
+	send_pkt(&c->s, &b);
+	pkt_free(&b);
+}
+
+/* Detaches the linked server: reuse it when it is clean, close it otherwise. */
+static void client_unlink_server(struct client *c)
+{
+	struct server *sv = c->server;
+	if (!sv)
+		return;
+	c->server = NULL;
+	sv->client = NULL;
+	if (sv->internal || sv->expect_rfq > 0 || sv->tx_status != 'I' || sv->s.pkt_remain > 0 ||
+	    evbuffer_get_length(sv->s.in) > 0)
+		server_disconnect(sv, "client disconnected while server was busy");
+	else
+		pool_release_server(sv);
+}
+
+void client_disconnect(struct client *c, const char *sqlstate, const char *reason)
+{
+	if (c->state == CL_JUSTFREE)
+		return;
+	if (sqlstate) {
+		struct pkt_builder b;
+		pkt_init(&b);
+		pkt_error(&b, "FATAL", sqlstate, reason);
+		send_pkt(&c->s, &b);
+		pkt_free(&b);
+		(void)sock_flush_quiet(&c->s);
+		if (c->state == CL_LOGIN || !g.cfg.log_pooler_errors)
+			log_info("C-%p: %s/%s@%s:%d closing because: %s", (void *)c, c->dbname, c->user, c->addr, c->port, reason);
+		else
+			log_warning("C-%p: %s/%s@%s:%d pooler error: %s", (void *)c, c->dbname, c->user, c->addr, c->port, reason);
+	} else if (g.cfg.log_disconnections) {
+		log_info("C-%p: %s/%s@%s:%d closing because: %s (age=%llds)", (void *)c, c->dbname, c->user, c->addr, c->port,
+			 reason, (long long)((now_usec() - c->connect_time) / USEC_PER_SEC));
+	}
+	client_unlink_server(c);
+	if (c->cancel_hash_key)
+		HASH_DELETE(hh_cancel, g.clients_by_key, c);
+	c->cancel_hash_key = 0;
+	pool_client_change_state(c, CL_JUSTFREE);
+	sock_close(&c->s);
+	scram_state_clear(&c->scram);
+	if (c->secret) {
+		OPENSSL_cleanse(c->secret, strlen(c->secret));
+		free(c->secret);
+		c->secret = NULL;
+	}
+	g.client_count--;
+	parley_request_reap();
+	parley_check_shutdown();
+}
+
+/* ---- I/O callbacks ---- */
+
+static void client_on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	int n = evbuffer_read(c->s.in, fd, 65536);
+	(void)what;
+	if (n == 0) {
+		client_disconnect(c, NULL, "client closed connection");
+		return;
+	}
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		client_disconnect(c, NULL, "client socket read failed");
+		return;
+	}
+	c->s.bytes_in += (uint64_t)n;
+	c->last_active = now_usec();
+	client_process(c);
+}
+
+static void client_on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	(void)fd;
+	(void)what;
+	if (sock_flush(&c->s) < 0) {
+		client_disconnect(c, NULL, "client socket write failed");
+		return;
+	}
+	/* Output drained below the mark: let the server send more. */
+	if (c->server && evbuffer_get_length(c->s.out) < OUTBUF_HIGH_WATER)
+		server_resume_reading(c->server);
+}
+
+void client_resume_reading(struct client *c)
+{
+	if (c->state == CL_ACTIVE || c->state == CL_LOGIN)
+		sock_want_read(&c->s, true);
+	if (c->state == CL_ACTIVE && evbuffer_get_length(c->s.in) > 0)
+		client_process(c);
+}
+
+/* ---- login ---- */
+
+static const char *startup_value(const struct startup_packet *sp, const char *name)
+{
+	for (int i = 0; i < sp->nparams; i++)
+		if (strcmp(sp->names[i], name) == 0)
+			return sp->values[i];
+	return NULL;
+}
+
+/* Sends AuthenticationOk, the pool's ParameterStatus set (with the client's own values), BackendKeyData, ReadyForQuery. */
+static void send_welcome(struct client *c)
+{
+	struct pool *p = c->pool;
+	struct pkt_builder b;
+	bool sent[VAR_COUNT] = { false };
+
+	pkt_init(&b);
+	pkt_auth(&b, AUTH_REQ_OK, NULL, 0);
+	for (int i = 0; i < p->welcome_count; i++) {
+		int v = tracked_var_lookup(p->welcome_names[i]);
+		const char *val = p->welcome_values[i];
+		if (v >= 0) {
+			if (c->vars.set[v])
+				val = c->vars.value[v];
+			else if (p->forced_vars.set[v])
+				val = p->forced_vars.value[v];
+			strlcpy_ok(c->vars.value[v], val, VAR_VALUE_MAX);
+			c->vars.set[v] = true;
+			sent[v] = true;
+		}
+		pkt_param_status(&b, p->welcome_names[i], val);
+	}
+	for (int v = 0; v < VAR_COUNT; v++)
+		if (c->vars.set[v] && !sent[v])
+			pkt_param_status(&b, tracked_var_names[v], c->vars.value[v]);
+	pkt_backend_key(&b, c->cancel_pid, c->cancel_key);
+	pkt_ready(&b, 'I');
+	send_pkt(&c->s, &b);
+	pkt_free(&b);
+}
+
+void client_finish_login(struct client *c)
+{
+	if (c->state != CL_WAITING_LOGIN)
+		return;
+	send_welcome(c);
+	pool_client_change_state(c, CL_ACTIVE);
+	if (sock_flush(&c->s) < 0) {
+		client_disconnect(c, NULL, "client socket write failed");
+		return;
+	}
+	if (g.cfg.log_connections)
+		log_info("C-%p: %s/%s@%s:%d login ok", (void *)c, c->dbname, c->user, c->addr, c->port);
+	sock_want_read(&c->s, true);
+	if (evbuffer_get_length(c->s.in) > 0)
+		client_process(c);
+}
+
+/* Authentication succeeded: attach the client to its pool and send the welcome when the pool knows it. */
+static void client_auth_ok(struct client *c)
+{
+	const struct db_def *db;
+	const struct user_def *ud;
+	struct pool *p;
+
+	if (c->secret) {
+		OPENSSL_cleanse(c->secret, strlen(c->secret));
+		free(c->secret);
+		c->secret = NULL;
+	}
+	scram_state_clear(&c->scram);
+	c->auth_step = AUTHS_NONE;
+	if (admin_is_console_db(c->dbname)) {
+		if (!config_list_contains(g.cfg.admin_users, c->user) && !config_list_contains(g.cfg.stats_users, c->user)) {
+			client_disconnect(c, SQLSTATE_INSUFFICIENT_PRIVILEGE, "not allowed to connect to the admin console");
+			return;
+		}
+		c->pool = NULL;
+		list_del(&c->node);
+		list_add_tail(&c->node, &g.login_clients);
+		c->state = CL_ACTIVE;
+		{
+			struct pkt_builder b;
+			pkt_init(&b);
+			pkt_auth(&b, AUTH_REQ_OK, NULL, 0);
+			pkt_param_status(&b, "server_version", PACKAGE_VERSION " parley");
+			pkt_param_status(&b, "client_encoding", "UTF8");
+			pkt_param_status(&b, "server_encoding", "UTF8");
+			pkt_param_status(&b, "DateStyle", "ISO, MDY");
+			pkt_param_status(&b, "integer_datetimes", "on");
+			pkt_param_status(&b, "standard_conforming_strings", "on");
+			pkt_backend_key(&b, c->cancel_pid, c->cancel_key);
+			pkt_ready(&b, 'I');
+			send_pkt(&c->s, &b);
+			pkt_free(&b);
+		}
+		(void)sock_flush_quiet(&c->s);
+		return;
+	}
+	db = config_find_db(&g.cfg, c->dbname);
+	if (!db) {
+		client_disconnect(c, SQLSTATE_INVALID_CATALOG, "no such database");
+		return;
+	}
+	ud = config_find_user(&g.cfg, c->user);
+	p = pool_get(c->dbname, c->user, db, ud);
+	c->pool = p;
+	c->state = CL_LOGIN;
+	if (p->welcome_ready) {
+		pool_client_change_state(c, CL_WAITING_LOGIN);
+		client_finish_login(c);
+	} else {
+		pool_client_change_state(c, CL_WAITING_LOGIN);
+		pool_launch_if_needed(p);
+	}
+}
+
+/* Sends a random-salt challenge or SASL offer for the configured auth_type. */
+static void client_start_auth(struct client *c)
+{
+	struct auth_user *au = auth_user_find(g.auth_users, c->user);
+	struct pkt_builder b;
+	enum auth_type at = g.cfg.auth_type;
+	bool admin = admin_is_console_db(c->dbname);
+
+	if (at == AUTH_ANY || (at == AUTH_TRUST && (au || !g.cfg.auth_file || admin))) {
+		client_auth_ok(c);
+		return;
+	}
+	if (at == AUTH_TRUST) {
+		client_disconnect(c, SQLSTATE_INVALID_PASSWORD, "no such user");
+		return;
+	}
+	if (au) {
+		c->secret = xstrdup(au->secret);
+	} else {
+		/* Unknown user: run the exchange against a random secret so the reply looks like a wrong password. */
+		uint8_t rnd[16];
+		char hex[33];
+		if (random_bytes(rnd, sizeof(rnd)) < 0)
+			memset(rnd, 0x5a, sizeof(rnd));
+		for (int i = 0; i < 16; i++)
+			snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+		c->secret = xstrdup(hex);
+	}
+	pkt_init(&b);
+	if (at == AUTH_PLAIN) {
+		pkt_auth(&b, AUTH_REQ_PASSWORD, NULL, 0);
+		c->auth_step = AUTHS_PASSWORD;
+	} else if (at == AUTH_MD5 && secret_kind(c->secret) != SECRET_SCRAM) {
+		if (random_bytes(c->md5_salt, 4) < 0) {
+			pkt_free(&b);
+			client_disconnect(c, SQLSTATE_INTERNAL_ERROR, "cannot generate random salt");
+			return;
+		}
+		pkt_auth(&b, AUTH_REQ_MD5, c->md5_salt, 4);
+		c->auth_step = AUTHS_MD5;
+	} else {
+		pkt_auth_sasl(&b, "SCRAM-SHA-256");
+		c->auth_step = AUTHS_SASL_INIT;
+	}
+	send_pkt(&c->s, &b);
+	pkt_free(&b);
+	if (sock_flush(&c->s) < 0)
+		client_disconnect(c, NULL, "client socket write failed");
+}
+
+static void auth_failed(struct client *c, const char *why)
+{
+	char msg[200];
+	log_info("C-%p: %s@%s:%d password authentication failed: %s", (void *)c, c->user, c->addr, c->port, why);
+	snprintf(msg, sizeof(msg), "password authentication failed for user \"%s\"", c->user);
+	client_disconnect(c, SQLSTATE_INVALID_PASSWORD, msg);
+}
+
+/* Handles one PasswordMessage / SASLInitialResponse / SASLResponse. */
+static void client_auth_message(struct client *c, const uint8_t *body, size_t len)
+{
+	struct pkt_reader r;
+	char out[512], err[200];
+	int n;
+	struct pkt_builder b;
+
+	reader_init(&r, body, len);
+	switch (c->auth_step) {
+	case AUTHS_PASSWORD: {
+		const char *pw = reader_cstr(&r);
+		bool ok = false;
+		if (r.failed)
+			break;
+		switch (secret_kind(c->secret)) {
+		case SECRET_PLAIN:
+			ok = strlen(pw) == strlen(c->secret) && CRYPTO_memcmp(pw, c->secret, strlen(pw)) == 0;
+			break;
+		case SECRET_MD5: {
+			char h[36];
+			md5_password_hash(pw, c->user, h);
+			ok = CRYPTO_memcmp(h, c->secret, 35) == 0;
+			break;
+		}
+		case SECRET_SCRAM:
+			ok = false;
+			break;
+		}
+		if (ok)
+			client_auth_ok(c);
+		else
+			auth_failed(c, "wrong password");
+		return;
+	}
+	case AUTHS_MD5: {
+		const char *resp = reader_cstr(&r);
+		if (r.failed)
+			break;
+		if (md5_check_response(c->secret, c->user, c->md5_salt, resp))
+			client_auth_ok(c);
+		else
+			auth_failed(c, "wrong password");
+		return;
+	}
+	case AUTHS_SASL_INIT: {
+		const char *mech = reader_cstr(&r);
+		uint32_t dlen = reader_u32(&r);
+		const uint8_t *data;
+		char buf[AUTH_MSG_MAX + 1];
+		if (r.failed || strcmp(mech, "SCRAM-SHA-256") != 0 || dlen == 0xFFFFFFFFu || dlen > AUTH_MSG_MAX) {
+			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid SASL initial response");
+			return;
+		}
+		data = reader_bytes(&r, dlen);
+		if (!data)
+			break;
+		memcpy(buf, data, dlen);
+		buf[dlen] = '\0';
+		n = scram_server_first(&c->scram, c->secret, buf, dlen, out, sizeof(out), err, sizeof(err));
+		if (n < 0) {
+			if (secret_kind(c->secret) == SECRET_MD5)
+				auth_failed(c, err);
+			else
+				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, err);
+			return;
+		}
+		pkt_init(&b);
+		pkt_auth(&b, AUTH_REQ_SASL_CONT, out, (size_t)n);
+		send_pkt(&c->s, &b);
+		pkt_free(&b);
+		c->auth_step = AUTHS_SASL_CONT;
+		if (sock_flush(&c->s) < 0)
+			client_disconnect(c, NULL, "client socket write failed");
+		return;
+	}
+	case AUTHS_SASL_CONT: {
+		char buf[AUTH_MSG_MAX + 1];
+		memcpy(buf, body, len);
+		buf[len] = '\0';
+		n = scram_server_final(&c->scram, buf, len, out, sizeof(out), err, sizeof(err));
+		if (n < 0) {
+			auth_failed(c, err);
+			return;
+		}
+		pkt_init(&b);
+		pkt_auth(&b, AUTH_REQ_SASL_FIN, out, (size_t)n);
+		send_pkt(&c->s, &b);
+		pkt_free(&b);
+		client_auth_ok(c);
+		return;
+	}
+	case AUTHS_NONE:
+		break;
+	}
+	client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid authentication message");
+}
+
+/* Assigns a random cancel key unique among connected clients. */
+static void client_assign_cancel_key(struct client *c)
+{
+	struct client *other;
+	uint32_t kv[2];
+	do {
+		if (random_bytes(kv, sizeof(kv)) < 0) {
+			kv[0] = (uint32_t)rand();
+			kv[1] = (uint32_t)rand();
+		}
+		kv[0] &= 0x7fffffff;
+		if (kv[0] == 0)
+			kv[0] = 1;
+		c->cancel_hash_key = ((uint64_t)kv[0] << 32) | kv[1];
+		HASH_FIND(hh_cancel, g.clients_by_key, &c->cancel_hash_key, sizeof(uint64_t), other);
+	} while (other);
+	c->cancel_pid = kv[0];
+	c->cancel_key = kv[1];
+	HASH_ADD(hh_cancel, g.clients_by_key, cancel_hash_key, sizeof(uint64_t), c);
+}
+
+void client_handle_cancel(uint32_t pid, uint32_t key)
+{
+	struct client *c;
+	uint64_t k = ((uint64_t)pid << 32) | key;
+	HASH_FIND(hh_cancel, g.clients_by_key, &k, sizeof(uint64_t), c);
+	if (!c || !c->server || c->server->expect_rfq <= 0) {
+		log_debug("cancel request for an unknown or idle client ignored");
+		return;
+	}
+	server_send_cancel(c->server);
+}
+
+/* Processes the StartupMessage: parameters, database lookup, then the authentication challenge. */
+static void client_startup(struct client *c, const struct startup_packet *sp)
+{
+	const char *user = sp->user, *db = sp->database;
+	char msg[300];
+
+	if (!user || !*user) {
+		client_disconnect(c, SQLSTATE_INVALID_AUTH_SPEC, "no user name specified in startup packet");
+		return;
+	}
+	if (!db || !*db)
+		db = user;
+	if (strlen(user) >= NAME_MAX_LEN || strlen(db) >= NAME_MAX_LEN) {
+		client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "user or database name too long");
+		return;
+	}
+	strcpy(c->user, user);
+	strcpy(c->dbname, db);
+	for (int i = 0; i < sp->nparams; i++) {
+		const char *n = sp->names[i], *v = sp->values[i];
+		int var;
+		if (strcmp(n, "user") == 0 || strcmp(n, "database") == 0)
+			continue;
+		var = tracked_var_lookup(n);
+		if (var >= 0) {
+			if (strlen(v) >= VAR_VALUE_MAX) {
+				snprintf(msg, sizeof(msg), "startup parameter %s is too long", n);
+				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
+				return;
+			}
+			strcpy(c->vars.value[var], v);
+			c->vars.set[var] = true;
+			continue;
+		}
+		if (config_list_contains(g.cfg.ignore_startup_parameters, n))
+			continue;
+		if (strcmp(n, "replication") == 0) {
+			client_disconnect(c, SQLSTATE_FEATURE_NOT_SUPPORTED, "replication connections are not supported");
+			return;
+		}
+		snprintf(msg, sizeof(msg), "unsupported startup parameter: %s", n);
+		client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
+		return;
+	}
+	(void)startup_value;
+	if (g.cfg.application_name_add_host) {
+		char buf[VAR_VALUE_MAX];
+		snprintf(buf, sizeof(buf), "%s - %s:%d", c->vars.set[VAR_APPNAME] ? c->vars.value[VAR_APPNAME] : "",
+			 c->addr, c->port);
+		strcpy(c->vars.value[VAR_APPNAME], buf);
+		c->vars.set[VAR_APPNAME] = true;
+	}
+	if (!admin_is_console_db(db) && !config_find_db(&g.cfg, db)) {
+		snprintf(msg, sizeof(msg), "no such database: %s", db);
+		client_disconnect(c, SQLSTATE_INVALID_CATALOG, msg);
+		return;
+	}
+	c->startup_done = true;
+	client_assign_cancel_key(c);
+	client_start_auth(c);
+}
+
+/* Reads startup-phase packets and authentication messages. */
+static void client_login_step(struct client *c)
+{
+	uint8_t hdr[8];
+	const char *why;
+
+	while (c->state == CL_LOGIN && evbuffer_get_length(c->s.in) > 0) {
+		size_t avail = evbuffer_get_length(c->s.in);
+		if (!c->startup_done) {
+			uint32_t len;
+			struct startup_packet sp;
+			char err[200];
+			uint8_t *pkt;
+			enum proto_rc rc;
+
+			evbuffer_copyout(c->s.in, hdr, avail < 8 ? avail : 8);
+			rc = proto_read_startup_len(hdr, avail < 8 ? avail : 8, &len, &why);
+			if (rc == PROTO_BAD) {
+				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
+				return;
+			}
+			if (rc == PROTO_INCOMPLETE || avail < len)
+				return;
+			pkt = evbuffer_pullup(c->s.in, len);
+			if (proto_parse_startup(pkt, len, &sp, err, sizeof(err)) != PROTO_OK) {
+				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, err);
+				return;
+			}
+			if (sp.code == PROTO_SSL_REQUEST || sp.code == PROTO_GSSENC_REQUEST) {
+				evbuffer_drain(c->s.in, len);
+				evbuffer_add(c->s.out, "N", 1);
+				if (sock_flush(&c->s) < 0) {
+					client_disconnect(c, NULL, "client socket write failed");
+					return;
+				}
+				continue;
+			}
+			if (sp.code == PROTO_CANCEL_REQUEST) {
+				client_handle_cancel(sp.cancel_pid, sp.cancel_key);
+				client_disconnect(c, NULL, "cancel request handled");
+				return;
+			}
+			client_startup(c, &sp);
+			evbuffer_drain(c->s.in, len);
+			continue;
+		} else {
+			struct pkt_header h;
+			uint8_t *msg;
+			enum proto_rc rc;
+			evbuffer_copyout(c->s.in, hdr, avail < 5 ? avail : 5);
+			rc = proto_read_header(hdr, avail < 5 ? avail : 5, AUTH_MSG_MAX, &h, &why);
+			if (rc == PROTO_BAD) {
+				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
+				return;
+			}
+			if (rc == PROTO_INCOMPLETE || avail < (size_t)h.len + 1)
+				return;
+			if (h.type != FE_PASSWORD) {
+				if (h.type == FE_TERMINATE)
+					client_disconnect(c, NULL, "client gave up during authentication");
+				else
+					client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "expected a password message");
+				return;
+			}
+			msg = evbuffer_pullup(c->s.in, (ssize_t)h.len + 1);
+			{
+				uint8_t body[AUTH_MSG_MAX];
+				size_t blen = h.len - 4;
+				memcpy(body, msg + 5, blen);
+				evbuffer_drain(c->s.in, h.len + 1);
+				client_auth_message(c, body, blen);
+				OPENSSL_cleanse(body, blen);
+			}
+		}
+	}
+}
+
+/* ---- forwarding ---- */
+
+/* Copies n bytes at offset off of buf into dst; false if the buffer is shorter. */
+static bool peek_at(struct evbuffer *buf, size_t off, void *dst, size_t n)
+{
+	struct evbuffer_ptr pos;
+	if (evbuffer_get_length(buf) < off + n)
+		return false;
+	if (evbuffer_ptr_set(buf, &pos, off, EVBUFFER_PTR_SET) < 0)
+		return false;
+	return evbuffer_copyout_from(buf, &pos, dst, n) == (ssize_t)n;
+}
+
+/* Builds SET statements for tracked parameters where the server's value differs from the client's. */
+static bool client_vars_sql(const struct client *c, const struct server *sv, char *sql, size_t len)
+{
+	size_t used = 0;
+	sql[0] = '\0';
+	for (int v = 0; v < VAR_COUNT; v++) {
+		const char *cv = c->vars.value[v];
+		if (!c->vars.set[v] || (sv->vars.set[v] && strcmp(cv, sv->vars.value[v]) == 0))
+			continue;
+		used += (size_t)snprintf(sql + used, used < len ? len - used : 0, "SET %s='", tracked_var_names[v]);
+		for (const char *p = cv; *p && used + 4 < len; p++) {
+			if (*p == '\'')
+				sql[used++] = '\'';
+			sql[used++] = *p;
+		}
+		if (used + 4 < len) {
+			memcpy(sql + used, "';", 3);
+			used += 2;
+		}
+	}
+	return used > 0 && used < len;
+}
+
+/* After a server is linked: starts a SET for parameters that differ; true if the client must wait for it. */
+static bool client_sync_vars(struct client *c)
+{
+	char sql[VAR_COUNT * (VAR_VALUE_MAX * 2 + 40)];
+	struct server *sv = c->server;
+
+	sv->query_start = now_usec();
+	if (!client_vars_sql(c, sv, sql, sizeof(sql)))
+		return false;
+	server_internal_query(sv, sql);
+	return true;
+}
+
+void client_server_linked(struct client *c)
+{
+	if (client_sync_vars(c))
+		return;
+	if (c->state == CL_ACTIVE)
+		sock_want_read(&c->s, true);
+	client_process(c);
+}
+
+/* Passes the client's messages to its server, linking one first when needed. */
+static void client_forward(struct client *c)
+{
+	struct evbuffer *in = c->s.in;
+	size_t batch = 0;
+	uint8_t hdr[5];
+	const char *why;
+	struct server *sv;
+
+	for (;;) {
+		size_t avail = evbuffer_get_length(in) - batch;
+		struct pkt_header h;
+		enum proto_rc rc;
+
+		if (avail == 0)
+			break;
+		if (c->s.pkt_remain > 0) {
+			size_t take = avail < c->s.pkt_remain ? avail : c->s.pkt_remain;
+			batch += take;
+			c->s.pkt_remain -= (uint32_t)take;
+			continue;
+		}
+		if (!peek_at(in, batch, hdr, avail < 5 ? avail : 5) && avail >= 5)
+			break;
+		rc = proto_read_header(hdr, avail < 5 ? avail : 5, (uint32_t)g.cfg.max_packet_size, &h, &why);
+		if (rc == PROTO_BAD) {
+			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
+			return;
+		}
+		if (rc == PROTO_INCOMPLETE)
+			break;
+		if (h.type == FE_TERMINATE) {
+			if (batch == 0) {
+				client_disconnect(c, NULL, "client sent Terminate");
+				return;
+			}
+			break;
+		}
+		if (!c->server) {
+			if (batch > 0)
+				break;
+			c->request_time = now_usec();
+			if (!pool_request_server(c) || client_sync_vars(c))
+				return;
+		}
+		sv = c->server;
+		if (sv->internal)
+			break;
+		if (h.type == FE_QUERY || h.type == FE_SYNC || h.type == FE_FUNCTION_CALL) {
+			if (sv->expect_rfq == 0)
+				sv->query_start = now_usec();
+			sv->expect_rfq++;
+			if (h.type == FE_QUERY)
+				c->query_count++;
+		}
+		c->s.pkt_remain = h.len + 1;
+	}
+	if (batch > 0 && c->server) {
+		sv = c->server;
+		evbuffer_remove_buffer(in, sv->s.out, batch);
+		if (sock_flush(&sv->s) < 0) {
+			server_disconnect(sv, "server socket write failed");
+			return;
+		}
+		if (evbuffer_get_length(sv->s.out) >= OUTBUF_HIGH_WATER)
+			sock_want_read(&c->s, false);
+	}
+	/* A Terminate may follow what was just forwarded. */
+	if (c->state == CL_ACTIVE && c->s.pkt_remain == 0 && evbuffer_get_length(in) >= 5) {
+		uint8_t t;
+		if (peek_at(in, 0, &t, 1) && t == FE_TERMINATE && (!c->server || !c->server->internal))
+			client_disconnect(c, NULL, "client sent Terminate");
+	}
+}
+
+/* Admin console: only simple Query messages. */
+static void client_admin(struct client *c)
+{
+	uint8_t hdr[5];
+	const char *why;
+	for (;;) {
+		size_t avail = evbuffer_get_length(c->s.in);
+		struct pkt_header h;
+		enum proto_rc rc;
+		char *sql;
+		if (avail < 5)
+			return;
+		evbuffer_copyout(c->s.in, hdr, 5);
+		rc = proto_read_header(hdr, 5, 1024 * 1024, &h, &why);
+		if (rc == PROTO_BAD) {
+			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
+			return;
+		}
+		if (avail < (size_t)h.len + 1)
+			return;
+		if (h.type == FE_TERMINATE) {
+			client_disconnect(c, NULL, "client sent Terminate");
+			return;
+		}
+		if (h.type != FE_QUERY) {
+			evbuffer_drain(c->s.in, h.len + 1);
+			if (h.type == FE_SYNC || h.type == FE_FLUSH)
+				continue;
+			client_disconnect(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
+					  "the admin console supports only the simple query protocol");
+			return;
+		}
+		sql = xmalloc(h.len - 3);
+		evbuffer_drain(c->s.in, 5);
+		evbuffer_remove(c->s.in, sql, h.len - 4);
+		sql[h.len - 4] = '\0';
+		admin_handle_query(c, sql);
+		free(sql);
+		if (c->state == CL_JUSTFREE)
+			return;
+		if (sock_flush(&c->s) < 0) {
+			client_disconnect(c, NULL, "client socket write failed");
+			return;
+		}
+	}
+}
+
+static void client_process(struct client *c)
+{
+	switch (c->state) {
+	case CL_LOGIN:
+		client_login_step(c);
+		break;
+	case CL_ACTIVE:
+		if (!c->pool)
+			client_admin(c);
+		else
+			client_forward(c);
+		break;
+	case CL_WAITING:
+	case CL_WAITING_LOGIN:
+		/* Messages wait in the input buffer until a server is linked. */
+		if (evbuffer_get_length(c->s.in) > (size_t)OUTBUF_HIGH_WATER)
+			sock_want_read(&c->s, false);
+		break;
+	case CL_JUSTFREE:
+	case CL_STATE_COUNT:
+		break;
+	}
+}
+
+/* The linked server's internal work is done, or it sent data: handled in server.c; this continues client input. */
+void client_on_server_data(struct client *c)
+{
+	if (c->state == CL_ACTIVE && evbuffer_get_length(c->s.in) > 0)
+		client_forward(c);
+}

@@ -1,0 +1,50 @@
+/* common.h — includes, small macros and time helpers shared by every parley module. */
+#ifndef PARLEY_COMMON_H
+#define PARLEY_COMMON_H
+
+#include "build_config.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <time.h>
+
+/* Microseconds: every duration and timestamp inside parley uses this unit. */
+typedef int64_t usec_t;
+#define USEC_PER_SEC 1000000LL
+#define USEC_PER_MSEC 1000LL
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MUST_CHECK __attribute__((warn_unused_result))
+#define UNUSED __attribute__((unused))
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+
+/* Monotonic clock in microseconds. */
+static inline usec_t now_usec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (usec_t)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+/* Wall clock in microseconds since the epoch. */
+static inline usec_t wall_usec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (usec_t)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+/* Allocation that aborts on failure: parley cannot continue without memory. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t m);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+/* Copy src into dst of size n, always NUL-terminated; returns false if truncated. */
+bool strlcpy_ok(char *dst, const char *src, size_t n);
+
+#endif

@@ -1,0 +1,506 @@
+/* main.c — command line, daemonizing, listeners, signals, the event loop and its shutdown. */
+#include "parley.h"
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+struct parley_state g;
+
+static char unix_socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static bool pidfile_written;
+static struct event *ev_signals[5];
+
+static void usage(FILE *to)
+{
+	fprintf(to, "usage: parley [-d] [-v] [-q] [-V] [-h] CONFIG\n"
+		    "  -d  run in the background (logfile and pidfile should be set)\n"
+		    "  -v  more verbose logging (repeat for more)\n"
+		    "  -q  quiet: log nothing but errors to stderr\n"
+		    "  -V  print the version and exit\n"
+		    "  -h  print this help\n"
+		    "Signals: SIGHUP reloads the configuration, SIGINT waits for running queries to finish then exits,\n"
+		    "SIGTERM waits for clients to disconnect then exits, SIGQUIT exits at once.\n");
+}
+
+void parley_request_reap(void)
+{
+	if (g.ev_reaper)
+		event_active(g.ev_reaper, EV_TIMEOUT, 0);
+}
+
+/* Frees connections that were closed during callbacks (never inside their own callback). */
+static void reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	while (!list_empty(&g.justfree_clients)) {
+		struct client *c = list_first_entry(&g.justfree_clients, struct client, node);
+		list_del(&c->node);
+		free(c);
+	}
+	while (!list_empty(&g.justfree_servers)) {
+		struct server *sv = list_first_entry(&g.justfree_servers, struct server, node);
+		list_del(&sv->node);
+		free(sv);
+	}
+}
+
+static int count_active_servers(void)
+{
+	struct pool *p, *tmp;
+	int n = 0;
+	HASH_ITER(hh, g.pools, p, tmp)
+		n += list_count(&p->servers_active) + list_count(&p->servers_used);
+	return n;
+}
+
+void parley_check_shutdown(void)
+{
+	if (g.shutdown == SHUTDOWN_SAFE && count_active_servers() == 0) {
+		log_info("shutdown: no server is in use, exiting");
+		event_base_loopbreak(g.base);
+	} else if (g.shutdown == SHUTDOWN_WAIT_CLIENTS && g.client_count == 0) {
+		log_info("shutdown: all clients are gone, exiting");
+		event_base_loopbreak(g.base);
+	}
+}
+
+void parley_stop_listening(void)
+{
+	for (int i = 0; i < g.nlisten; i++) {
+		if (g.ev_listen[i]) {
+			event_free(g.ev_listen[i]);
+			g.ev_listen[i] = NULL;
+		}
+		if (g.listen_fd[i] >= 0) {
+			close(g.listen_fd[i]);
+			g.listen_fd[i] = -1;
+		}
+	}
+	g.nlisten = 0;
+	if (unix_socket_path[0]) {
+		unlink(unix_socket_path);
+		unix_socket_path[0] = '\0';
+	}
+}
+
+static void accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	bool is_unix = arg != NULL;
+	(void)what;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int fd = accept(lfd, (struct sockaddr *)&ss, &len);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+				log_warning("accept() failed: %s", strerror(errno));
+			return;
+		}
+		client_accept(fd, (struct sockaddr *)&ss, len, is_unix);
+	}
+}
+
+static int add_listener(int fd, bool is_unix)
+{
+	if (g.nlisten >= MAX_LISTENERS) {
+		close(fd);
+		return -1;
+	}
+	evutil_make_socket_nonblocking(fd);
+	g.listen_fd[g.nlisten] = fd;
+	g.ev_listen[g.nlisten] = event_new(g.base, fd, EV_READ | EV_PERSIST, accept_cb, is_unix ? (void *)1 : NULL);
+	event_add(g.ev_listen[g.nlisten], NULL);
+	g.nlisten++;
+	return 0;
+}
+
+static int listen_tcp(const char *addr, int port)
+{
+	struct addrinfo hints, *res, *ai;
+	char portstr[16];
+	int rc, count = 0;
+	const char *host = strcmp(addr, "*") == 0 ? NULL : addr;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	rc = getaddrinfo(host, portstr, &hints, &res);
+	if (rc != 0) {
+		log_fatal("cannot resolve listen_addr \"%s\": %s", addr, gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		int one = 1;
+		int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (g.cfg.so_reuseport)
+			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, g.cfg.listen_backlog) < 0) {
+			char hostbuf[NI_MAXHOST] = "?";
+			getnameinfo(ai->ai_addr, ai->ai_addrlen, hostbuf, sizeof(hostbuf), NULL, 0, NI_NUMERICHOST);
+			log_fatal("cannot listen on %s:%d: %s", hostbuf, port, strerror(errno));
+			close(fd);
+			freeaddrinfo(res);
+			return -1;
+		}
+		if (add_listener(fd, false) == 0)
+			count++;
+	}
+	freeaddrinfo(res);
+	if (count == 0) {
+		log_fatal("no usable address for listen_addr \"%s\"", addr);
+		return -1;
+	}
+	log_info("listening on %s:%d", addr, port);
+	return 0;
+}
+
+static int listen_unix(const char *dir, int port)
+{
+	struct sockaddr_un un;
+	int fd;
+	memset(&un, 0, sizeof(un));
+	un.sun_family = AF_UNIX;
+	if ((size_t)snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", dir, port) >= sizeof(un.sun_path)) {
+		log_fatal("unix_socket_dir is too long: %s", dir);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -1;
+	unlink(un.sun_path);
+	if (bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 || listen(fd, g.cfg.listen_backlog) < 0) {
+		log_fatal("cannot listen on unix socket %s: %s", un.sun_path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	chmod(un.sun_path, (mode_t)g.cfg.unix_socket_mode);
+	strcpy(unix_socket_path, un.sun_path);
+	log_info("listening on unix:%s", un.sun_path);
+	return add_listener(fd, true);
+}
+
+static int open_listeners(void)
+{
+	const char *list = g.cfg.listen_addr;
+	if (list && *list) {
+		char *copy = xstrdup(list), *save = NULL;
+		for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+			if (listen_tcp(tok, g.cfg.listen_port) < 0) {
+				free(copy);
+				return -1;
+			}
+		}
+		free(copy);
+	}
+	if (g.cfg.unix_socket_dir && *g.cfg.unix_socket_dir && listen_unix(g.cfg.unix_socket_dir, g.cfg.listen_port) < 0)
+		return -1;
+	if (g.nlisten == 0) {
+		log_fatal("nothing to listen on: set listen_addr or unix_socket_dir");
+		return -1;
+	}
+	return 0;
+}
+
+static int load_auth_file(const struct parley_config *cfg, struct auth_user **out)
+{
+	char err[512];
+	struct stat st;
+	*out = NULL;
+	if (!cfg->auth_file || !*cfg->auth_file)
+		return 0;
+	if (auth_file_load(cfg->auth_file, out, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	if (stat(cfg->auth_file, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
+		log_warning("auth_file %s is readable by group or others; chmod 600 it", cfg->auth_file);
+	return 0;
+}
+
+static void apply_log_settings(int verbose_cli)
+{
+	int v = g.cfg.verbose > verbose_cli ? g.cfg.verbose : verbose_cli;
+	log_level_current = LOG_LVL_LOG + v;
+	if (log_level_current > LOG_LVL_NOISE)
+		log_level_current = LOG_LVL_NOISE;
+	if (log_open(g.cfg.logfile) < 0)
+		log_error("cannot open logfile %s: %s", g.cfg.logfile, strerror(errno));
+}
+
+static int cli_verbose;
+
+/* Logs the loader's compatibility warnings, one line each. */
+static void log_config_warnings(const struct parley_config *cfg)
+{
+	const char *p = cfg->warnings;
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		int len = nl ? (int)(nl - p) : (int)strlen(p);
+		if (len > 0)
+			log_warning("%.*s", len, p);
+		p = nl ? nl + 1 : p + len;
+	}
+}
+
+/* SIGHUP: load the file again; a broken file leaves the running configuration in place. */
+static void reload_config(void)
+{
+	struct parley_config fresh;
+	struct auth_user *users = NULL;
+	char err[1024];
+	const char *path = g.cfg.config_file;
+
+	log_info("got SIGHUP, reloading %s", path);
+	if (config_load(path, &fresh, err, sizeof(err)) < 0) {
+		log_error("reload failed, keeping the running configuration: %s", err);
+		return;
+	}
+	if (load_auth_file(&fresh, &users) < 0) {
+		log_error("reload failed, keeping the running configuration");
+		config_free(&fresh);
+		return;
+	}
+	if (fresh.listen_port != g.cfg.listen_port || strcmp(fresh.listen_addr ? fresh.listen_addr : "",
+							       g.cfg.listen_addr ? g.cfg.listen_addr : "") != 0)
+		log_warning("listen_addr/listen_port changes take effect only after a restart");
+	auth_users_free(&g.auth_users);
+	g.auth_users = users;
+	{
+		/* Settings that need a restart keep their running values. */
+		char *la = fresh.listen_addr, *usd = fresh.unix_socket_dir;
+		int lp = fresh.listen_port;
+		fresh.listen_addr = g.cfg.listen_addr;
+		fresh.unix_socket_dir = g.cfg.unix_socket_dir;
+		fresh.listen_port = g.cfg.listen_port;
+		g.cfg.listen_addr = la;
+		g.cfg.unix_socket_dir = usd;
+		g.cfg.listen_port = lp;
+	}
+	config_free(&g.cfg);
+	g.cfg = fresh;
+	apply_log_settings(cli_verbose);
+	log_config_warnings(&g.cfg);
+	pool_reload();
+	log_info("configuration reloaded");
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	switch (sig) {
+	case SIGHUP:
+		reload_config();
+		break;
+	case SIGINT:
+		log_info("got SIGINT, shutting down once running queries finish");
+		g.shutdown = SHUTDOWN_SAFE;
+		parley_stop_listening();
+		parley_check_shutdown();
+		break;
+	case SIGTERM:
+		log_info("got SIGTERM, shutting down once all clients disconnect");
+		g.shutdown = SHUTDOWN_WAIT_CLIENTS;
+		parley_stop_listening();
+		parley_check_shutdown();
+		break;
+	case SIGQUIT:
+		log_info("got SIGQUIT, exiting immediately");
+		event_base_loopbreak(g.base);
+		break;
+	default:
+		break;
+	}
+}
+
+static void janitor_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	pool_janitor();
+	parley_check_shutdown();
+}
+
+static int write_pidfile(const char *path)
+{
+	char buf[32];
+	int fd, n;
+	FILE *fp = fopen(path, "r");
+	if (fp) {
+		long pid = 0;
+		if (fscanf(fp, "%ld", &pid) == 1 && pid > 0 && kill((pid_t)pid, 0) == 0) {
+			fclose(fp);
+			log_fatal("pidfile %s names a running process (%ld): is parley already running?", path, pid);
+			return -1;
+		}
+		fclose(fp);
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0) {
+		log_fatal("cannot write pidfile %s: %s", path, strerror(errno));
+		return -1;
+	}
+	n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	if (write(fd, buf, (size_t)n) != n) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	pidfile_written = true;
+	return 0;
+}
+
+static int daemonize(void)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid > 0)
+		_exit(0);
+	if (setsid() < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid > 0)
+		_exit(0);
+	{
+		int fd = open("/dev/null", O_RDWR);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+			dup2(fd, 2);
+			if (fd > 2)
+				close(fd);
+		}
+	}
+	return 0;
+}
+
+/* Closes every connection at exit. */
+static void close_everything(void)
+{
+	struct pool *p, *tmp;
+	struct list_head *pos, *ptmp;
+	list_for_each_safe(pos, ptmp, &g.login_clients) {
+		struct client *c = list_entry(pos, struct client, node);
+		client_disconnect(c, SQLSTATE_ADMIN_SHUTDOWN, "parley is shutting down");
+	}
+	HASH_ITER(hh, g.pools, p, tmp) {
+		struct list_head *lists[] = { &p->clients_active, &p->clients_waiting, &p->clients_login };
+		struct list_head *slists[] = { &p->servers_idle, &p->servers_active, &p->servers_used, &p->servers_tested,
+					       &p->servers_login };
+		for (size_t i = 0; i < ARRAY_SIZE(lists); i++)
+			list_for_each_safe(pos, ptmp, lists[i]) client_disconnect(list_entry(pos, struct client, node),
+										    SQLSTATE_ADMIN_SHUTDOWN, "parley is shutting down");
+		for (size_t i = 0; i < ARRAY_SIZE(slists); i++)
+			list_for_each_safe(pos, ptmp, slists[i]) server_disconnect(list_entry(pos, struct server, node),
+										     "parley is shutting down");
+	}
+	reaper_cb(-1, 0, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	char err[1024];
+	bool daemon_mode = false, quiet = false;
+	int opt;
+	struct timeval janitor_tv = { 0, 200 * 1000 };
+	static const int sigs[] = { SIGHUP, SIGINT, SIGTERM, SIGQUIT };
+
+	while ((opt = getopt(argc, argv, "dvqVh")) != -1) {
+		switch (opt) {
+		case 'd':
+			daemon_mode = true;
+			break;
+		case 'v':
+			cli_verbose++;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case 'V':
+			printf("parley %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	list_init(&g.login_clients);
+	list_init(&g.justfree_clients);
+	list_init(&g.justfree_servers);
+	log_set_quiet(quiet);
+	if (config_load(argv[optind], &g.cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "parley: %s\n", err);
+		return 1;
+	}
+	if (load_auth_file(&g.cfg, &g.auth_users) < 0) {
+		config_free(&g.cfg);
+		return 1;
+	}
+	apply_log_settings(cli_verbose);
+	log_config_warnings(&g.cfg);
+	if (daemon_mode && daemonize() < 0) {
+		log_fatal("cannot daemonize: %s", strerror(errno));
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	g.base = event_base_new();
+	if (!g.base) {
+		log_fatal("cannot create the event loop");
+		return 1;
+	}
+	g.start_time = now_usec();
+	if (open_listeners() < 0)
+		return 1;
+	if (g.cfg.pidfile && *g.cfg.pidfile && write_pidfile(g.cfg.pidfile) < 0)
+		return 1;
+	g.ev_reaper = event_new(g.base, -1, 0, reaper_cb, NULL);
+	g.ev_janitor = event_new(g.base, -1, EV_PERSIST, janitor_cb, NULL);
+	event_add(g.ev_janitor, &janitor_tv);
+	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++) {
+		ev_signals[i] = evsignal_new(g.base, sigs[i], signal_cb, NULL);
+		event_add(ev_signals[i], NULL);
+	}
+	log_info("parley %s started (pid %d), %s pooling", PACKAGE_VERSION, (int)getpid(), pool_mode_name(g.cfg.pool_mode));
+	event_base_dispatch(g.base);
+
+	parley_stop_listening();
+	close_everything();
+	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++)
+		event_free(ev_signals[i]);
+	event_free(g.ev_janitor);
+	event_free(g.ev_reaper);
+	g.ev_reaper = NULL;
+	pool_free_all();
+	auth_users_free(&g.auth_users);
+	if (pidfile_written)
+		unlink(g.cfg.pidfile);
+	config_free(&g.cfg);
+	event_base_free(g.base);
+	log_info("parley stopped");
+	return 0;
+}

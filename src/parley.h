@@ -1,0 +1,268 @@
+/* parley.h — the runtime objects (clients, servers, pools) and the process-wide state that ties them together. */
+#ifndef PARLEY_PARLEY_H
+#define PARLEY_PARLEY_H
+#include "common.h"
+#include "config.h"
+#include "auth.h"
+#include "list.h"
+#include "log.h"
+#include "proto.h"
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <uthash.h>
+
+#define NAME_MAX_LEN 64          /* PostgreSQL's NAMEDATALEN */
+#define VAR_VALUE_MAX 128        /* longest tracked parameter value kept */
+#define ADDR_MAX_LEN 64
+/* Stop reading from one side while the other side has this many bytes not yet written. */
+#define OUTBUF_HIGH_WATER (256 * 1024)
+
+/* Session parameters parley tracks per client and per server, restored with SET when a client gets a server. */
+#define TRACKED_VARS(X) \
+	X(VAR_CLIENT_ENCODING, "client_encoding") \
+	X(VAR_DATESTYLE, "DateStyle") \
+	X(VAR_TIMEZONE, "TimeZone") \
+	X(VAR_STD_STRINGS, "standard_conforming_strings") \
+	X(VAR_APPNAME, "application_name") \
+	X(VAR_INTERVALSTYLE, "IntervalStyle")
+#define X_ENUM(e, s) e,
+enum tracked_var { TRACKED_VARS(X_ENUM) VAR_COUNT };
+#undef X_ENUM
+extern const char *const tracked_var_names[VAR_COUNT];
+int tracked_var_lookup(const char *name);   /* index or -1; case-insensitive */
+
+struct varcache {
+	char value[VAR_COUNT][VAR_VALUE_MAX];
+	bool set[VAR_COUNT];
+};
+
+/* Client states; names appear in logs and SHOW CLIENTS. */
+#define CLIENT_STATES(X) \
+	X(CL_LOGIN, "login") \
+	X(CL_WAITING_LOGIN, "waiting_login") \
+	X(CL_ACTIVE, "active") \
+	X(CL_WAITING, "waiting") \
+	X(CL_JUSTFREE, "justfree")
+#define X_ENUM(e, s) e,
+enum client_state { CLIENT_STATES(X_ENUM) CL_STATE_COUNT };
+#undef X_ENUM
+
+/* Server states. */
+#define SERVER_STATES(X) \
+	X(SV_LOGIN, "login") \
+	X(SV_IDLE, "idle") \
+	X(SV_ACTIVE, "active") \
+	X(SV_USED, "used") \
+	X(SV_TESTED, "tested") \
+	X(SV_JUSTFREE, "justfree")
+#define X_ENUM(e, s) e,
+enum server_state { SERVER_STATES(X_ENUM) SV_STATE_COUNT };
+#undef X_ENUM
+
+const char *client_state_name(enum client_state s);
+const char *server_state_name(enum server_state s);
+
+/* Socket plumbing shared by both connection kinds. */
+struct sock {
+	int fd;
+	struct event *ev_read;
+	struct event *ev_write;
+	struct evbuffer *in;         /* bytes read, not yet processed */
+	struct evbuffer *out;        /* bytes to write */
+	bool reading;                /* ev_read is armed */
+	bool writing;                /* ev_write is armed */
+	uint32_t pkt_remain;         /* bytes of the message being passed through still to move */
+	uint64_t bytes_in, bytes_out;
+};
+
+enum client_auth_step { AUTHS_NONE, AUTHS_PASSWORD, AUTHS_MD5, AUTHS_SASL_INIT, AUTHS_SASL_CONT };
+
+struct pool;
+struct server;
+
+struct client {
+	struct list_head node;       /* in pool->clients_active / clients_waiting, or g.login_clients, or g.justfree */
+	enum client_state state;
+	struct sock s;
+	struct pool *pool;
+	struct server *server;       /* linked server, or NULL */
+	char user[NAME_MAX_LEN];
+	char dbname[NAME_MAX_LEN];
+	char addr[ADDR_MAX_LEN];     /* peer address as text ("unix" for unix sockets) */
+	int port;
+	struct varcache vars;        /* the client's view of tracked parameters */
+	uint32_t cancel_pid, cancel_key; /* what parley told this client in BackendKeyData */
+	UT_hash_handle hh_cancel;    /* in g.clients_by_key, keyed by cancel_pid+cancel_key (8 bytes) */
+	uint64_t cancel_hash_key;
+	enum client_auth_step auth_step;
+	uint8_t md5_salt[4];
+	struct scram_state scram;
+	char *secret;                /* the user's stored secret during login, heap */
+	bool startup_done;           /* StartupMessage received */
+	bool in_tx;                  /* last ReadyForQuery said 'T' or 'E' */
+	usec_t connect_time;         /* monotonic */
+	usec_t connect_wall;         /* wall clock, for SHOW CLIENTS */
+	usec_t request_time;         /* when the current wait or query began */
+	usec_t last_active;          /* last byte from the client */
+	uint64_t xact_count, query_count;
+	bool send_errors_on_close;
+};
+
+struct server {
+	struct list_head node;       /* in one of pool's server lists by state, or g.justfree */
+	enum server_state state;
+	struct sock s;
+	struct pool *pool;
+	struct client *client;       /* linked client, or NULL */
+	char addr[ADDR_MAX_LEN];
+	uint32_t be_pid, be_key;     /* BackendKeyData from PostgreSQL */
+	struct varcache vars;        /* values PostgreSQL reported for this session */
+	struct scram_state scram;
+	bool connected;              /* TCP connect finished */
+	bool ready;                  /* login finished */
+	bool internal;               /* running a query of parley's own: responses are swallowed */
+	bool dirty;                  /* close instead of reusing (config changed, protocol confusion) */
+	char tx_status;              /* last ReadyForQuery status: 'I', 'T', 'E' */
+	int expect_rfq;              /* ReadyForQuery messages still owed for what the client sent */
+	usec_t connect_time;         /* monotonic */
+	usec_t connect_wall;
+	usec_t last_used;            /* when it last went idle */
+	usec_t link_time;            /* when it was given to the current client */
+	usec_t query_start;          /* when the current client request began */
+	struct event *ev_timer;      /* connect timeout */
+};
+
+/* A pool: server connections for one (database, user) pair and the clients that use them. */
+struct pool {
+	char key[NAME_MAX_LEN * 2 + 2];  /* "db\x01user" */
+	UT_hash_handle hh;               /* in g.pools */
+	char dbname[NAME_MAX_LEN];       /* name clients use */
+	char user[NAME_MAX_LEN];         /* name clients log in as */
+	/* server connection parameters, copied from config on creation and reload */
+	char *host;                      /* NULL = default unix socket dir */
+	int port;
+	char *server_dbname;
+	char *server_user;
+	char *server_password;           /* NULL = from auth_file */
+	char *connect_query;
+	int pool_size, min_pool_size, reserve_pool, max_db_connections;
+	enum pool_mode mode;
+	struct varcache forced_vars;     /* from [databases]: client_encoding, datestyle, timezone, application_name */
+
+	struct list_head clients_active;   /* logged-in clients (with or without server) */
+	struct list_head clients_waiting;  /* FIFO of clients waiting for a server */
+	struct list_head clients_login;    /* clients waiting for the first server to learn ParameterStatus */
+	struct list_head servers_login;
+	struct list_head servers_idle;
+	struct list_head servers_active;
+	struct list_head servers_used;
+	struct list_head servers_tested;
+
+	/* ParameterStatus values of the first server login, sent to clients as their welcome */
+	char *welcome_names[32];
+	char *welcome_values[32];
+	int welcome_count;
+	bool welcome_ready;
+
+	usec_t last_login_fail;          /* monotonic time of the last failed server login, 0 if none */
+	char last_login_error[256];
+	bool paused;
+
+	/* statistics */
+	uint64_t stat_xact_count, stat_query_count, stat_bytes_in, stat_bytes_out;
+	usec_t stat_xact_time, stat_query_time, stat_wait_time;
+	usec_t max_wait_seen;
+};
+
+enum shutdown_mode { SHUTDOWN_NONE, SHUTDOWN_SAFE /* SIGINT */, SHUTDOWN_WAIT_CLIENTS /* SIGTERM */ };
+
+#define MAX_LISTENERS 16
+
+/* Process-wide state. */
+struct parley_state {
+	struct event_base *base;
+	struct parley_config cfg;
+	struct auth_user *auth_users;
+	struct pool *pools;                 /* uthash by key */
+	struct client *clients_by_key;      /* uthash by cancel key */
+	struct list_head login_clients;     /* clients still in startup/auth, not in a pool yet */
+	struct list_head justfree_clients;  /* freed at the next safe point */
+	struct list_head justfree_servers;
+	struct event *ev_reaper;            /* fires right after the current callbacks to free justfree objects */
+	struct event *ev_janitor;           /* periodic timeouts and pool maintenance */
+	struct event *ev_listen[MAX_LISTENERS];
+	int listen_fd[MAX_LISTENERS];
+	int nlisten;
+	enum shutdown_mode shutdown;
+	int client_count;                   /* all clients, any state */
+	int server_count;
+	usec_t start_time;
+	uint64_t total_clients_ever;
+};
+
+extern struct parley_state g;
+
+/* sock.c-like helpers (in client.c) */
+int sock_setup(struct sock *s, int fd, event_callback_fn on_read, event_callback_fn on_write, void *arg);
+void sock_close(struct sock *s);
+void sock_want_read(struct sock *s, bool on);
+/* Tries to write s->out now; arms the write event for what remains. Returns 0, or -1 on a socket error. */
+int sock_flush(struct sock *s) MUST_CHECK;
+int sock_flush_quiet(struct sock *s);
+
+/* client.c */
+void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool is_unix);
+void client_disconnect(struct client *c, const char *sqlstate, const char *reason);
+/* A server was linked to c (pool.c calls this); continue with the client's pending messages. */
+void client_server_linked(struct client *c);
+/* The pool learned its welcome ParameterStatus set: finish the login of c. */
+void client_finish_login(struct client *c);
+/* Sends an ErrorResponse (and keeps the connection). */
+void client_send_error(struct client *c, const char *sqlstate, const char *message);
+/* Server side data for the linked client has arrived: process it (server.c calls this). */
+void client_on_server_data(struct client *c);
+void client_resume_reading(struct client *c);
+void client_handle_cancel(uint32_t pid, uint32_t key);
+
+/* server.c */
+struct server *server_launch(struct pool *p);
+void server_disconnect(struct server *sv, const char *reason);
+/* Moves the server to state st (the one function that changes a server's list). */
+void server_change_state(struct server *sv, enum server_state st);
+/* Sends parley's own query; responses are swallowed and the server returns to the pool when done. */
+void server_internal_query(struct server *sv, const char *sql);
+void server_on_client_data(struct server *sv);
+void server_resume_reading(struct server *sv);
+void server_send_cancel(struct server *sv);
+
+/* pool.c */
+struct pool *pool_get(const char *dbname, const char *user, const struct db_def *db, const struct user_def *ud);
+void pool_apply_config(struct pool *p, const struct db_def *db, const struct user_def *ud);
+void pool_free_all(void);
+int pool_server_total(const struct pool *p);
+/* Client c needs a server: link an idle one now (returns true) or queue c (false). */
+bool pool_request_server(struct client *c);
+/* sv finished what it was doing (login, release, reset): give it to a waiting client or park it idle. */
+void pool_server_ready(struct server *sv);
+/* The linked client is done with sv (transaction finished or client gone). */
+void pool_release_server(struct server *sv);
+/* A server login failed: tell the clients that wait for one. */
+void pool_login_failed(struct pool *p, const char *sqlstate, const char *message);
+void pool_janitor(void);
+/* Opens server connections while clients wait and the limits allow. */
+void pool_launch_if_needed(struct pool *p);
+void pool_client_change_state(struct client *c, enum client_state st);
+void pool_reload(void);
+
+/* admin.c */
+bool admin_is_console_db(const char *dbname);
+void admin_handle_query(struct client *c, const char *sql);
+
+/* main.c */
+void parley_request_reap(void);
+void parley_check_shutdown(void);
+void parley_stop_listening(void);
+
+#endif

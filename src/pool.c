@@ -1,0 +1,416 @@
+/* pool.c — pools keyed by (database, user): server assignment, the FIFO wait queue, sizing and timeouts. */
+#include "parley.h"
+
+/* Copies src into a fresh heap string (NULL stays NULL). */
+static char *dup_or_null(const char *s)
+{
+	return s ? xstrdup(s) : NULL;
+}
+
+static bool str_changed(const char *a, const char *b)
+{
+	if (!a || !b)
+		return a != b;
+	return strcmp(a, b) != 0;
+}
+
+static void set_forced(struct varcache *vc, enum tracked_var v, const char *val)
+{
+	vc->set[v] = false;
+	if (val && strlen(val) < VAR_VALUE_MAX) {
+		strcpy(vc->value[v], val);
+		vc->set[v] = true;
+	}
+}
+
+void pool_apply_config(struct pool *p, const struct db_def *db, const struct user_def *ud)
+{
+	const char *server_user = db->user ? db->user : p->user;
+	const char *server_db = db->dbname ? db->dbname : p->dbname;
+	bool changed = str_changed(p->host, db->host) || p->port != db->port || str_changed(p->server_dbname, server_db) ||
+		       str_changed(p->server_user, server_user) || str_changed(p->server_password, db->password);
+	struct list_head *lists[] = { &p->servers_idle, &p->servers_active, &p->servers_used, &p->servers_tested,
+				      &p->servers_login };
+
+	free(p->host);
+	free(p->server_dbname);
+	free(p->server_user);
+	free(p->server_password);
+	free(p->connect_query);
+	p->host = dup_or_null(db->host);
+	p->port = db->port > 0 ? db->port : 5432;
+	p->server_dbname = xstrdup(server_db);
+	p->server_user = xstrdup(server_user);
+	p->server_password = dup_or_null(db->password);
+	p->connect_query = dup_or_null(db->connect_query);
+	p->pool_size = db->pool_size >= 0 ? db->pool_size : (ud && ud->pool_size >= 0 ? ud->pool_size : g.cfg.default_pool_size);
+	p->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : g.cfg.min_pool_size;
+	p->reserve_pool = db->reserve_pool >= 0 ? db->reserve_pool : g.cfg.reserve_pool_size;
+	p->max_db_connections = db->max_db_connections >= 0 ? db->max_db_connections : g.cfg.max_db_connections;
+	if (db->pool_mode != POOL_MODE_UNSET)
+		p->mode = db->pool_mode;
+	else if (ud && ud->pool_mode != POOL_MODE_UNSET)
+		p->mode = ud->pool_mode;
+	else
+		p->mode = g.cfg.pool_mode;
+	set_forced(&p->forced_vars, VAR_CLIENT_ENCODING, db->client_encoding);
+	set_forced(&p->forced_vars, VAR_DATESTYLE, db->datestyle);
+	set_forced(&p->forced_vars, VAR_TIMEZONE, db->timezone);
+	set_forced(&p->forced_vars, VAR_APPNAME, db->application_name);
+
+	if (changed) {
+		/* Connections made with the old parameters are closed as soon as they are free. */
+		for (size_t i = 0; i < ARRAY_SIZE(lists); i++) {
+			struct list_head *pos, *tmp;
+			list_for_each_safe(pos, tmp, lists[i]) {
+				struct server *sv = list_entry(pos, struct server, node);
+				sv->dirty = true;
+				if (sv->state == SV_IDLE)
+					server_disconnect(sv, "database configuration changed");
+			}
+		}
+		p->last_login_fail = 0;
+	}
+}
+
+struct pool *pool_get(const char *dbname, const char *user, const struct db_def *db, const struct user_def *ud)
+{
+	char key[sizeof(((struct pool *)0)->key)];
+	struct pool *p;
+	snprintf(key, sizeof(key), "%s\x01%s", dbname, user);
+	HASH_FIND_STR(g.pools, key, p);
+	if (p)
+		return p;
+	p = xcalloc(1, sizeof(*p));
+	strcpy(p->key, key);
+	strlcpy_ok(p->dbname, dbname, sizeof(p->dbname));
+	strlcpy_ok(p->user, user, sizeof(p->user));
+	list_init(&p->clients_active);
+	list_init(&p->clients_waiting);
+	list_init(&p->clients_login);
+	list_init(&p->servers_login);
+	list_init(&p->servers_idle);
+	list_init(&p->servers_active);
+	list_init(&p->servers_used);
+	list_init(&p->servers_tested);
+	p->port = -1;
+	pool_apply_config(p, db, ud);
+	HASH_ADD_STR(g.pools, key, p);
+	log_debug("new pool %s/%s (size %d, %s mode)", dbname, user, p->pool_size, pool_mode_name(p->mode));
+	return p;
+}
+
+int pool_server_total(const struct pool *p)
+{
+	return list_count(&p->servers_login) + list_count(&p->servers_idle) + list_count(&p->servers_active) +
+	       list_count(&p->servers_used) + list_count(&p->servers_tested);
+}
+
+/* Server connections to the same server database, across users (for max_db_connections). */
+static int db_server_total(const struct pool *p)
+{
+	struct pool *q, *tmp;
+	int n = 0;
+	HASH_ITER(hh, g.pools, q, tmp) {
+		if (strcmp(q->dbname, p->dbname) == 0)
+			n += pool_server_total(q);
+	}
+	return n;
+}
+
+void pool_client_change_state(struct client *c, enum client_state st)
+{
+	struct pool *p = c->pool;
+	list_del(&c->node);
+	c->state = st;
+	switch (st) {
+	case CL_LOGIN:
+		list_add_tail(&c->node, &g.login_clients);
+		break;
+	case CL_WAITING_LOGIN:
+		list_add_tail(&c->node, &p->clients_login);
+		break;
+	case CL_ACTIVE:
+		if (p)
+			list_add_tail(&c->node, &p->clients_active);
+		else
+			list_add_tail(&c->node, &g.login_clients);
+		break;
+	case CL_WAITING:
+		list_add_tail(&c->node, &p->clients_waiting);
+		break;
+	case CL_JUSTFREE:
+		list_add_tail(&c->node, &g.justfree_clients);
+		break;
+	case CL_STATE_COUNT:
+		break;
+	}
+}
+
+/* How long the oldest waiting client has waited. */
+static usec_t oldest_wait(const struct pool *p, usec_t now)
+{
+	const struct client *c;
+	if (list_empty(&p->clients_waiting))
+		return 0;
+	c = list_first_entry(&p->clients_waiting, struct client, node);
+	return now - c->request_time;
+}
+
+void pool_launch_if_needed(struct pool *p)
+{
+	usec_t now = now_usec();
+	int want, total, limit;
+
+	if (g.shutdown == SHUTDOWN_SAFE || p->paused)
+		return;
+	want = list_count(&p->clients_waiting) + (p->welcome_ready ? 0 : list_count(&p->clients_login));
+	if (!p->welcome_ready && want > 1)
+		want = 1; /* learn the welcome from one login before opening more */
+	want -= list_count(&p->servers_login);
+	if (want <= 0)
+		return;
+	if (p->last_login_fail && now - p->last_login_fail < g.cfg.server_login_retry)
+		return;
+	total = pool_server_total(p);
+	limit = p->pool_size;
+	if (p->reserve_pool > 0 && g.cfg.reserve_pool_timeout >= 0 && oldest_wait(p, now) >= g.cfg.reserve_pool_timeout &&
+	    !list_empty(&p->clients_waiting))
+		limit += p->reserve_pool;
+	while (want > 0 && total < limit) {
+		if (p->max_db_connections > 0 && db_server_total(p) >= p->max_db_connections)
+			break;
+		if (!server_launch(p))
+			break;
+		total++;
+		want--;
+	}
+}
+
+/* Links sv and c (both in the same pool). */
+static void link_pair(struct server *sv, struct client *c)
+{
+	usec_t now = now_usec();
+	sv->client = c;
+	c->server = sv;
+	sv->link_time = now;
+	sv->expect_rfq = 0;
+	server_change_state(sv, SV_ACTIVE);
+	if (c->state == CL_WAITING) {
+		usec_t waited = now - c->request_time;
+		c->pool->stat_wait_time += waited;
+		if (waited > c->pool->max_wait_seen)
+			c->pool->max_wait_seen = waited;
+	}
+	pool_client_change_state(c, CL_ACTIVE);
+	server_resume_reading(sv);
+}
+
+bool pool_request_server(struct client *c)
+{
+	struct pool *p = c->pool;
+	if (!list_empty(&p->servers_idle) && g.shutdown != SHUTDOWN_SAFE && !p->paused) {
+		struct server *sv = list_first_entry(&p->servers_idle, struct server, node);
+		link_pair(sv, c);
+		return true;
+	}
+	if (p->last_login_fail && now_usec() - p->last_login_fail < g.cfg.server_login_retry && pool_server_total(p) == 0) {
+		char msg[400];
+		snprintf(msg, sizeof(msg), "server login has been failing, try again later (server_login_retry): %s",
+			 p->last_login_error);
+		client_disconnect(c, SQLSTATE_CANNOT_CONNECT, msg);
+		return false;
+	}
+	pool_client_change_state(c, CL_WAITING);
+	c->request_time = now_usec();
+	sock_want_read(&c->s, false);
+	pool_launch_if_needed(p);
+	return false;
+}
+
+void pool_server_ready(struct server *sv)
+{
+	struct pool *p = sv->pool;
+	usec_t now = now_usec();
+
+	if (sv->dirty) {
+		server_disconnect(sv, "server connection is dirty");
+		return;
+	}
+	if (g.cfg.server_lifetime > 0 && now - sv->connect_time > g.cfg.server_lifetime && list_empty(&p->clients_waiting)) {
+		server_disconnect(sv, "server lifetime over");
+		return;
+	}
+	if (!list_empty(&p->clients_waiting) && g.shutdown != SHUTDOWN_SAFE && !p->paused) {
+		struct client *c = list_first_entry(&p->clients_waiting, struct client, node);
+		link_pair(sv, c);
+		client_server_linked(c);
+		return;
+	}
+	sv->last_used = now;
+	server_change_state(sv, SV_IDLE);
+	parley_check_shutdown();
+}
+
+void pool_release_server(struct server *sv)
+{
+	struct pool *p = sv->pool;
+	sv->client = NULL;
+	if (sv->state == SV_JUSTFREE)
+		return;
+	if (sv->dirty) {
+		server_disconnect(sv, "server connection is dirty");
+		return;
+	}
+	if (g.cfg.server_reset_query && *g.cfg.server_reset_query &&
+	    (p->mode == POOL_SESSION || g.cfg.server_reset_query_always)) {
+		server_change_state(sv, SV_USED);
+		server_internal_query(sv, g.cfg.server_reset_query);
+		return;
+	}
+	pool_server_ready(sv);
+}
+
+void pool_login_failed(struct pool *p, const char *sqlstate, const char *message)
+{
+	char msg[400];
+	/* Clients keep waiting while other servers of the pool can still serve them. */
+	if (pool_server_total(p) > 0)
+		return;
+	snprintf(msg, sizeof(msg), "%s", message);
+	while (!list_empty(&p->clients_login)) {
+		struct client *c = list_first_entry(&p->clients_login, struct client, node);
+		client_disconnect(c, sqlstate, msg);
+	}
+	while (!list_empty(&p->clients_waiting)) {
+		struct client *c = list_first_entry(&p->clients_waiting, struct client, node);
+		client_disconnect(c, sqlstate, msg);
+	}
+}
+
+/* Closes clients that waited longer than query_wait_timeout (both queues). */
+static void pool_check_wait_timeouts(struct pool *p, usec_t now)
+{
+	struct list_head *queues[] = { &p->clients_waiting, &p->clients_login };
+	if (g.cfg.query_wait_timeout <= 0)
+		return;
+	for (size_t i = 0; i < ARRAY_SIZE(queues); i++) {
+		struct list_head *pos, *tmp;
+		list_for_each_safe(pos, tmp, queues[i]) {
+			struct client *c = list_entry(pos, struct client, node);
+			if (now - c->request_time > g.cfg.query_wait_timeout)
+				client_disconnect(c, SQLSTATE_CANNOT_CONNECT, "query_wait_timeout");
+		}
+	}
+}
+
+static void pool_check_clients(struct pool *p, usec_t now)
+{
+	struct list_head *pos, *tmp;
+	list_for_each_safe(pos, tmp, &p->clients_active) {
+		struct client *c = list_entry(pos, struct client, node);
+		struct server *sv = c->server;
+		if (!sv) {
+			if (g.cfg.client_idle_timeout > 0 && now - c->last_active > g.cfg.client_idle_timeout)
+				client_disconnect(c, SQLSTATE_IDLE_SESSION_TIMEOUT, "client_idle_timeout");
+			continue;
+		}
+		if (sv->internal)
+			continue;
+		if (g.cfg.query_timeout > 0 && sv->expect_rfq > 0 && now - sv->query_start > g.cfg.query_timeout) {
+			client_disconnect(c, SQLSTATE_QUERY_CANCELED, "query_timeout");
+			continue;
+		}
+		if (g.cfg.idle_transaction_timeout > 0 && sv->expect_rfq == 0 && sv->tx_status != 'I' &&
+		    now - c->last_active > g.cfg.idle_transaction_timeout) {
+			client_disconnect(c, SQLSTATE_IDLE_IN_TXN_TIMEOUT, "idle transaction timeout");
+			continue;
+		}
+		if (p->mode == POOL_SESSION && g.cfg.client_idle_timeout > 0 && sv->expect_rfq == 0 &&
+		    now - c->last_active > g.cfg.client_idle_timeout)
+			client_disconnect(c, SQLSTATE_IDLE_SESSION_TIMEOUT, "client_idle_timeout");
+	}
+}
+
+static void pool_check_servers(struct pool *p, usec_t now)
+{
+	struct list_head *pos, *tmp;
+	int total = pool_server_total(p);
+	/* Oldest idle servers are at the tail (LIFO reuse). */
+	for (pos = p->servers_idle.prev, tmp = pos->prev; pos != &p->servers_idle; pos = tmp, tmp = pos->prev) {
+		struct server *sv = list_entry(pos, struct server, node);
+		if (g.cfg.server_lifetime > 0 && now - sv->connect_time > g.cfg.server_lifetime) {
+			server_disconnect(sv, "server lifetime over");
+			total--;
+		} else if (g.cfg.server_idle_timeout > 0 && now - sv->last_used > g.cfg.server_idle_timeout &&
+			   total > p->min_pool_size) {
+			server_disconnect(sv, "server idle timeout");
+			total--;
+		} else if (sv->dirty) {
+			server_disconnect(sv, "server connection is dirty");
+			total--;
+		}
+	}
+	(void)tmp;
+	/* Keep min_pool_size connections warm (once the pool is in use and the server is reachable). */
+	if (g.shutdown == SHUTDOWN_NONE && !p->paused && p->min_pool_size > 0 && list_empty(&p->servers_login) &&
+	    !(p->last_login_fail && now - p->last_login_fail < g.cfg.server_login_retry)) {
+		int limit = p->min_pool_size < p->pool_size ? p->min_pool_size : p->pool_size;
+		while (total < limit) {
+			if (p->max_db_connections > 0 && db_server_total(p) >= p->max_db_connections)
+				break;
+			if (!server_launch(p))
+				break;
+			total++;
+		}
+	}
+}
+
+void pool_janitor(void)
+{
+	struct pool *p, *tmp;
+	usec_t now = now_usec();
+	struct list_head *pos, *ptmp;
+
+	HASH_ITER(hh, g.pools, p, tmp) {
+		pool_check_wait_timeouts(p, now);
+		pool_check_clients(p, now);
+		pool_check_servers(p, now);
+		pool_launch_if_needed(p);
+	}
+	if (g.cfg.client_login_timeout > 0) {
+		list_for_each_safe(pos, ptmp, &g.login_clients) {
+			struct client *c = list_entry(pos, struct client, node);
+			if (c->state == CL_LOGIN && now - c->connect_time > g.cfg.client_login_timeout)
+				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "client_login_timeout (server down or wrong password?)");
+		}
+	}
+}
+
+void pool_reload(void)
+{
+	struct pool *p, *tmp;
+	HASH_ITER(hh, g.pools, p, tmp) {
+		const struct db_def *db = config_find_db(&g.cfg, p->dbname);
+		if (db)
+			pool_apply_config(p, db, config_find_user(&g.cfg, p->user));
+	}
+}
+
+void pool_free_all(void)
+{
+	struct pool *p, *tmp;
+	HASH_ITER(hh, g.pools, p, tmp) {
+		HASH_DEL(g.pools, p);
+		free(p->host);
+		free(p->server_dbname);
+		free(p->server_user);
+		free(p->server_password);
+		free(p->connect_query);
+		for (int i = 0; i < p->welcome_count; i++) {
+			free(p->welcome_names[i]);
+			free(p->welcome_values[i]);
+		}
+		free(p);
+	}
+}
