@@ -48,6 +48,7 @@ struct scram_state {
 	uint8_t client_key[SCRAM_KEY_LEN];   /* client side, or learned from a proof on the server side */
 	bool have_client_key;
 	char *password;                      /* client side only, heap */
+	char cbind_flag;                     /* server side: gs2 cbind flag the client sent ('n' or 'y') */
 };
 
 /* Server side (parley authenticating a client). secret: plain or SCRAM secret of the user.
@@ -69,8 +70,16 @@ int scram_client_verify(struct scram_state *st, const char *server_final, size_t
 
 /* Builds a SCRAM-SHA-256 secret (random 16-byte salt, 4096 iterations) as PostgreSQL stores it. Returns 0 or -1. */
 int scram_make_secret(const char *password, char *out, size_t outlen) MUST_CHECK;
+/* Parses "SCRAM-SHA-256$<iter>:<b64 salt>$<b64 StoredKey>:<b64 ServerKey>" (salt at most 64 bytes). Returns 0 or -1. */
+int scram_parse_secret(const char *secret, int *iterations, uint8_t salt[64], int *salt_len,
+		       uint8_t stored_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN]) MUST_CHECK;
 
 void scram_state_clear(struct scram_state *st);
+
+/* Test hooks: a fixed nonce part (instead of 18 random bytes, both sides) and a client username (instead of the
+ * empty "n=" parley sends); NULL restores the default. Only for unit tests reproducing RFC 7677 vectors. */
+void scram_set_test_nonce(const char *nonce);
+void scram_set_test_username(const char *user);
 
 /* Cryptographically random bytes (OpenSSL). Returns 0 or -1. */
 int random_bytes(void *buf, size_t len) MUST_CHECK;

@@ -285,14 +285,6 @@ void client_resume_reading(struct client *c)
 
 /* ---- login ---- */
 
-static const char *startup_value(const struct startup_packet *sp, const char *name)
-{
-	for (int i = 0; i < sp->nparams; i++)
-		if (strcmp(sp->names[i], name) == 0)
-			return sp->values[i];
-	return NULL;
-}
-
 /* Sends AuthenticationOk, the pool's ParameterStatus set (with the client's own values), BackendKeyData, ReadyForQuery. */
 static void send_welcome(struct client *c)
 {
@@ -634,12 +626,11 @@ static void client_startup(struct client *c, const struct startup_packet *sp)
 		client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
 		return;
 	}
-	(void)startup_value;
 	if (g.cfg.application_name_add_host) {
-		char buf[VAR_VALUE_MAX];
+		char buf[VAR_VALUE_MAX + ADDR_MAX_LEN + 16];
 		snprintf(buf, sizeof(buf), "%s - %s:%d", c->vars.set[VAR_APPNAME] ? c->vars.value[VAR_APPNAME] : "",
 			 c->addr, c->port);
-		strcpy(c->vars.value[VAR_APPNAME], buf);
+		strlcpy_ok(c->vars.value[VAR_APPNAME], buf, VAR_VALUE_MAX);
 		c->vars.set[VAR_APPNAME] = true;
 	}
 	if (!admin_is_console_db(db) && !config_find_db(&g.cfg, db)) {

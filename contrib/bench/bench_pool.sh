@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# bench_pool.sh — pgbench throughput of direct PostgreSQL, parley and Debian's pgbouncer, measured in one run.
+#
+# Starts a throwaway PostgreSQL 15, parley and pgbouncer (same pool size, transaction mode), then runs pgbench
+# (select-only and TPC-B, -M simple and -M extended) with 32 and 500 clients against each and prints the tps
+# table with the ratio parley/pgbouncer. Nothing here fails on a timing: it reports.
+#
+# Environment: BENCH_SECONDS (default 10), BENCH_CLIENTS (default "32 500"), BENCH_POOL_SIZE (default 20),
+#              BENCH_SCALE (default 10), PARLEY_BIN (default ./parley), BENCH_MODES (default "simple extended"),
+#              BENCH_SCRIPTS (default "select-only tpcb-like").
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/../.." && pwd)
+PARLEY_BIN=${PARLEY_BIN:-$here/parley}
+SECS=${BENCH_SECONDS:-10}
+CLIENTS=${BENCH_CLIENTS:-"32 500"}
+POOL=${BENCH_POOL_SIZE:-20}
+SCALE=${BENCH_SCALE:-10}
+MODES=${BENCH_MODES:-"simple extended"}
+SCRIPTS=${BENCH_SCRIPTS:-"select-only tpcb-like"}
+PGBIN=/usr/lib/postgresql/15/bin
+PGPORT=${BENCH_PG_PORT:-26432}
+PARLEY_PORT=${BENCH_PARLEY_PORT:-26433}
+BOUNCER_PORT=${BENCH_BOUNCER_PORT:-26434}
+THREADS=${BENCH_THREADS:-2}
+
+[ -x "$PARLEY_BIN" ] || { echo "parley binary not found at $PARLEY_BIN (build first or set PARLEY_BIN)" >&2; exit 1; }
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { echo "pgbouncer is not installed (apt-get install pgbouncer)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/parley-bench.XXXXXX)
+chown postgres "$work"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pids=()
+cleanup() {
+	for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+	[ -f "$work/data/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+ulimit -n 4096 2>/dev/null || true
+
+echo "# starting PostgreSQL 15 on 127.0.0.1:$PGPORT" >&2
+as_pg "$PGBIN/initdb" -D "$work/data" -A trust -U postgres >/dev/null
+cat >>"$work/data/postgresql.conf" <<CONF
+port = $PGPORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$work'
+max_connections = 600
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+CONF
+as_pg "$PGBIN/pg_ctl" -D "$work/data" -l "$work/pg.log" -w start >/dev/null
+"$PGBIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U postgres postgres >/dev/null 2>&1
+
+echo '"postgres" "postgres"' >"$work/userlist.txt"
+chown postgres "$work/userlist.txt"
+common="listen_addr = 127.0.0.1
+auth_type = trust
+auth_file = $work/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL
+max_client_conn = 2000
+max_db_connections = 0
+ignore_startup_parameters = extra_float_digits
+log_connections = 0
+log_disconnections = 0
+unix_socket_dir ="
+cat >"$work/parley.ini" <<CONF
+[databases]
+postgres = host=127.0.0.1 port=$PGPORT dbname=postgres
+[parley]
+listen_port = $PARLEY_PORT
+logfile = $work/parley.log
+$common
+CONF
+cat >"$work/pgbouncer.ini" <<CONF
+[databases]
+postgres = host=127.0.0.1 port=$PGPORT dbname=postgres
+[pgbouncer]
+listen_port = $BOUNCER_PORT
+logfile = $work/pgbouncer.log
+$common
+CONF
+chown postgres "$work"/*.ini
+
+"$PARLEY_BIN" -q "$work/parley.ini" >"$work/parley.out" 2>&1 &
+pids+=($!)
+as_pg /usr/sbin/pgbouncer -q "$work/pgbouncer.ini" >"$work/pgbouncer.out" 2>&1 &
+pids+=($!)
+for port in $PARLEY_PORT $BOUNCER_PORT; do
+	for _ in $(seq 50); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
+done
+
+run() { # target port clients mode script -> tps
+	local port=$2 c=$3 mode=$4 script=$5 out
+	local j=$THREADS
+	[ "$c" -lt "$j" ] && j=$c
+	out=$("$PGBIN/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c "$c" -j "$j" -T "$SECS" -M "$mode" -b "$script" postgres 2>&1) || {
+		echo "pgbench against $1 failed:" >&2; echo "$out" | tail -5 >&2; echo "0"; return; }
+	if echo "$out" | grep -qi 'error'; then echo "# $1 reported errors:" >&2; echo "$out" | grep -i error | head -3 >&2; fi
+	echo "$out" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | tail -1
+}
+
+printf '%-12s %-9s %7s %12s %12s %12s %10s\n' script mode clients direct pgbouncer parley parley/pgb
+for script in $SCRIPTS; do
+	for mode in $MODES; do
+		for c in $CLIENTS; do
+			d=$(run direct "$PGPORT" "$c" "$mode" "$script")
+			b=$(run pgbouncer "$BOUNCER_PORT" "$c" "$mode" "$script")
+			p=$(run parley "$PARLEY_PORT" "$c" "$mode" "$script")
+			ratio=$(awk -v p="$p" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", p / b; else print "n/a" }')
+			printf '%-12s %-9s %7s %12.0f %12.0f %12.0f %10s\n' "$script" "$mode" "$c" "$d" "$b" "$p" "$ratio"
+		done
+	done
+done
+echo "# pool size $POOL, transaction mode, $SECS s per run, pgbench -j $THREADS, scale $SCALE, $(nproc) cores" >&2
