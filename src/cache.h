@@ -1,0 +1,120 @@
+/* cache.h — the result cache: entries keyed by exact key bytes, TTL, LRU under a memory limit with exact accounting,
+ * per-table generations that keep racing fills out, table- and key-level invalidation, and single-flight fills. */
+#ifndef PARLEY_CACHE_H
+#define PARLEY_CACHE_H
+#include "common.h"
+#include <event2/buffer.h>
+
+#define CACHE_MAX_DEPS 32        /* (table, column, value) dependencies of one entry */
+
+/* Global cache settings (from [parley]); the table policy comes from [cache] through cache_policy_set. */
+struct cache_config {
+	bool enabled;
+	size_t max_memory;           /* bytes, everything the cache holds counted (entries, keys, values, deps) */
+	size_t max_entry_size;       /* largest value stored, bytes */
+	usec_t wait_timeout;         /* how long a single-flight waiter waits before going to the server itself */
+};
+
+/* One dependency of an entry on a table it read. col == NULL: on the whole table. Several deps on the same table are
+ * ANDed (every row of that table in the result has col_i = val_i for all i). Values are compared after
+ * cache_canon_value. */
+struct cache_dep {
+	const char *table;
+	const char *col;
+	const char *val;
+	size_t val_len;
+};
+
+/* One description of rows a write touched (AND of its pins); npins == 0: any row of the table. */
+struct cache_write_row {
+	int npins;
+	struct {
+		const char *col;
+		const char *val;
+		size_t val_len;
+	} pins[16];
+};
+
+struct cache_entry;   /* a stored result; opaque */
+struct cache_flight;  /* an in-progress fill (single-flight leader); opaque */
+struct cache_waiter;  /* a client waiting on someone else's fill; opaque */
+
+enum cache_rc {
+	CACHE_HIT,        /* *hit is the entry (valid until the caller returns to the event loop unless referenced) */
+	CACHE_LEAD,       /* no entry: *flight is a new fill the caller owns; it must end in cache_fill_commit or _abort */
+	CACHE_WAIT,       /* someone is filling this key: *flight is theirs; wait with cache_flight_wait or go to the server */
+	CACHE_OFF         /* cache disabled, or the key cannot be cached now: go to the server, store nothing */
+};
+
+struct cache_stats {
+	uint64_t entries, bytes;             /* current */
+	uint64_t hits, misses, waits;        /* misses counts CACHE_LEAD */
+	uint64_t stores, discarded_racing, too_big;
+	uint64_t evictions, expirations, invalidations; /* entries removed for each reason */
+	uint64_t flushes;
+	size_t max_memory;
+};
+
+void cache_init(const struct cache_config *cfg);
+/* Applies new settings (RELOAD / SET). Shrinking max_memory evicts at once; disabling drops every entry. */
+void cache_configure(const struct cache_config *cfg);
+void cache_shutdown(void);
+bool cache_enabled(void);
+
+/* Table policy from [cache]: TTL in seconds for a table name (0 or absent = not cacheable). */
+void cache_policy_clear(void);
+void cache_policy_set(const char *table, int ttl_sec);
+/* The TTL of a table in seconds, or -1 when the table is not listed. */
+int cache_policy_ttl(const char *table);
+
+/* Canonical form of a pinned value for comparisons: ASCII lower-cased, surrounding blanks trimmed (so an uppercase and
+ * a lowercase UUID compare equal; a mismatch only ever costs a needless invalidation). Writes at most outlen-1 bytes
+ * and a NUL; returns the length. */
+size_t cache_canon_value(const char *val, size_t len, char *out, size_t outlen);
+
+/* Looks the key up. deps and ttl are used only for CACHE_LEAD: the flight snapshots the generation of every table
+ * in deps now, and the fill is stored only if none changed by commit time. */
+enum cache_rc cache_lookup(const void *key, size_t keylen, const struct cache_dep *deps, int ndeps, usec_t ttl,
+			   usec_t now, struct cache_entry **hit, struct cache_flight **flight) MUST_CHECK;
+
+/* Appends result bytes to a fill. Returns false once the value is over max_entry_size: the fill is then doomed
+ * (commit stores nothing) and further appends are ignored. */
+bool cache_fill_append(struct cache_flight *f, const void *data, size_t len);
+/* Ends a fill: stores it if it is intact and no table it read changed since cache_lookup, then wakes the waiters
+ * (with the entry, or with NULL if nothing was stored). f is freed. */
+void cache_fill_commit(struct cache_flight *f, usec_t now);
+/* Ends a fill without storing (error, cancelled, connection lost); waiters are woken with NULL. f is freed. */
+void cache_fill_abort(struct cache_flight *f);
+
+/* Waits for f: cb(arg, entry or NULL) is called once, from cache_fill_commit/_abort. The returned handle is valid until
+ * then; cache_wait_cancel(handle) withdraws (e.g. the client disconnected or waited too long). */
+struct cache_waiter *cache_flight_wait(struct cache_flight *f, void (*cb)(void *arg, struct cache_entry *e), void *arg);
+void cache_wait_cancel(struct cache_waiter *w);
+
+/* The stored bytes of an entry. */
+const uint8_t *cache_entry_data(const struct cache_entry *e, size_t *len);
+/* Appends the entry's bytes to out without copying (evbuffer_add_reference, the entry kept alive until libevent is
+ * done with them, even if it is invalidated meanwhile). */
+void cache_entry_write(struct cache_entry *e, struct evbuffer *out);
+
+/* Write-through invalidation of table: bumps its generation (so racing fills are dropped) and removes the entries
+ * that may contain a touched row. rows == NULL or nrows == 0: every entry of the table. Returns entries removed. */
+uint64_t cache_invalidate(const char *table, const struct cache_write_row *rows, int nrows);
+/* Everything (DDL of unknown scope, feed loss): bumps every generation. */
+uint64_t cache_invalidate_all(void);
+/* CACHE FLUSH [table]: like invalidation, counted as a flush. */
+uint64_t cache_flush(const char *table /* NULL = all */);
+
+/* Removes expired entries (called periodically). */
+void cache_sweep(usec_t now);
+
+void cache_get_stats(struct cache_stats *st);
+/* Per-table figures for SHOW CACHE and metrics. */
+struct cache_table_stats {
+	const char *table;
+	int ttl_sec;                 /* policy, -1 if not listed */
+	uint64_t entries, bytes, invalidations, generation;
+};
+void cache_foreach_table(bool (*fn)(const struct cache_table_stats *t, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,2 @@
+/* relay.c — placeholder until the message-level data path lands (see relay.h). */
+#include "relay.h"
