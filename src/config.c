@@ -23,6 +23,7 @@
 #define S_BOOL(n, f, def, rel, h)        ROW(n, SET_BOOL, F(f), def, rel, true, 0, 1, h)
 #define S_STR(n, f, def, rel, h)         ROW(n, SET_STR, F(f), def, rel, true, 0, 0, h)
 #define S_TIME(n, f, def, rel, h)        ROW(n, SET_TIME, F(f), def, rel, true, 0, TIME_MAX_SEC, h)
+#define S_BYTES(n, f, def, rel, lo, hi, h) ROW(n, SET_BYTES, F(f), def, rel, true, lo, hi, h)
 #define C_INT(n, def, rel, lo, hi, h)    ROW(n, SET_INT, SETTING_NO_FIELD, def, rel, false, lo, hi, h)
 #define C_BOOL(n, def, rel, h)           ROW(n, SET_BOOL, SETTING_NO_FIELD, def, rel, false, 0, 1, h)
 #define C_STR(n, def, rel, h)            ROW(n, SET_STR, SETTING_NO_FIELD, def, rel, false, 0, 0, h)
@@ -44,6 +45,11 @@ static const struct setting settings[] = {
 	ROW("auth_type", SET_AUTH_TYPE, F(auth_type), "md5", R, true, 0, 0, "client authentication: trust, any, plain, md5 or scram-sha-256"),
 	S_STR("auth_user", auth_user, NULL, R, "user that runs auth_query on the server"),
 	S_TIME("autodb_idle_timeout", autodb_idle_timeout, "3600", R, "drop pools created through the \"*\" entry after this long unused"),
+	S_BOOL("cache_enabled", cache_enabled, "1", R, "serve the tables listed in [cache] from the query cache (off = pooling only)"),
+	S_BYTES("cache_max_entry_size", cache_max_entry_size, "1MB", R, 0, 1073741824.0, "largest result stored in the cache (bytes; kB, MB, GB units)"),
+	S_BYTES("cache_max_memory", cache_max_memory, "256MB", R, 0, 1099511627776.0, "memory for cached results, everything counted (bytes; kB, MB, GB units)"),
+	S_INT("cache_max_shapes", cache_max_shapes, "10000", R, 1, IMAX, "query shapes whose classification is remembered"),
+	S_TIME("cache_wait_timeout", cache_wait_timeout, "1", R, "how long a query waits for a concurrent identical fill before going to the server"),
 	C_TIME("cancel_wait_timeout", "10", R, "how long a cancel request may wait for a server connection"),
 	S_TIME("client_idle_timeout", client_idle_timeout, "0", R, "close client connections idle this long (0 = never)"),
 	S_TIME("client_login_timeout", client_login_timeout, "60", R, "close clients that have not logged in after this long"),
@@ -147,9 +153,10 @@ union value {
 	double d;
 	enum pool_mode pm;
 	enum auth_type at;
+	size_t sz;
 };
 
-enum section { SEC_NONE, SEC_MAIN, SEC_DATABASES, SEC_USERS, SEC_IGNORED };
+enum section { SEC_NONE, SEC_MAIN, SEC_DATABASES, SEC_USERS, SEC_IGNORED, SEC_CACHE, SEC_CACHE_SHAPES };
 
 /* State shared by a file and the files it %includes (the current section carries across, as in PgBouncer). */
 struct parse_ctx {
@@ -280,6 +287,41 @@ static int parse_duration(const char *name, const char *text, double max_sec, us
 	return 0;
 }
 
+/* Parses a size in bytes: digits with an optional unit B, kB, MB, GB or TB (any case, powers of 1024), within
+ * [lo, hi]. */
+static int parse_bytes(const char *name, const char *text, double lo, double hi, size_t *out, char *msg, size_t msglen)
+{
+	static const struct { const char *unit; unsigned long long mult; } units[] = {
+		{ "", 1 }, { "b", 1 }, { "kb", 1ULL << 10 }, { "mb", 1ULL << 20 }, { "gb", 1ULL << 30 }, { "tb", 1ULL << 40 },
+	};
+	unsigned long long v, mult = 0;
+	char *end;
+	size_t i;
+
+	errno = 0;
+	if (!isdigit((unsigned char)*text)) {
+		snprintf(msg, msglen, "invalid value \"%s\" for %s: not a size (bytes, or a whole number with unit kB, MB, GB or TB)",
+			 text, name);
+		return -1;
+	}
+	v = strtoull(text, &end, 10);
+	while (*end == ' ' || *end == '\t')
+		end++;
+	for (i = 0; i < ARRAY_SIZE(units); i++)
+		if (strcasecmp(end, units[i].unit) == 0)
+			mult = units[i].mult;
+	if (!mult) {
+		snprintf(msg, msglen, "invalid value \"%s\" for %s: unknown size unit \"%s\" (use kB, MB, GB or TB)", text, name, end);
+		return -1;
+	}
+	if (errno == ERANGE || v > ULLONG_MAX / mult || (double)(v * mult) < lo || (double)(v * mult) > hi) {
+		snprintf(msg, msglen, "invalid value \"%s\" for %s: must be between %.0f and %.0f bytes", text, name, lo, hi);
+		return -1;
+	}
+	*out = (size_t)(v * mult);
+	return 0;
+}
+
 /* Parses text as a value of setting s into *v (a string result is heap-allocated). On error writes a complete
  * message (without FILE:LINE) to msg and returns -1. */
 static int parse_value(const struct setting *s, const char *text, union value *v, char *msg, size_t msglen)
@@ -313,6 +355,8 @@ static int parse_value(const struct setting *s, const char *text, union value *v
 		return 0;
 	case SET_TIME:
 		return parse_duration(s->name, text, s->max, &v->t, msg, msglen);
+	case SET_BYTES:
+		return parse_bytes(s->name, text, s->min, s->max, &v->sz, msg, msglen);
 	case SET_DOUBLE:
 		errno = 0;
 		v->d = strtod(text, &end);
@@ -408,6 +452,19 @@ static void format_value(const struct setting *s, const union value *v, char *bu
 	case SET_MODE_OCTAL:
 		snprintf(buf, len, "%04o", (unsigned)v->i);
 		break;
+	case SET_BYTES:
+		/* the largest unit that divides exactly, as PostgreSQL shows memory settings */
+		if (v->sz && v->sz % (1ULL << 40) == 0)
+			snprintf(buf, len, "%lluTB", (unsigned long long)(v->sz >> 40));
+		else if (v->sz && v->sz % (1ULL << 30) == 0)
+			snprintf(buf, len, "%lluGB", (unsigned long long)(v->sz >> 30));
+		else if (v->sz && v->sz % (1ULL << 20) == 0)
+			snprintf(buf, len, "%lluMB", (unsigned long long)(v->sz >> 20));
+		else if (v->sz && v->sz % (1ULL << 10) == 0)
+			snprintf(buf, len, "%llukB", (unsigned long long)(v->sz >> 10));
+		else
+			snprintf(buf, len, "%llu", (unsigned long long)v->sz);
+		break;
 	}
 }
 
@@ -440,6 +497,9 @@ static void read_field(const struct parley_config *cfg, const struct setting *s,
 	case SET_AUTH_TYPE:
 		v->at = *(const enum auth_type *)f;
 		break;
+	case SET_BYTES:
+		v->sz = *(const size_t *)f;
+		break;
 	}
 }
 
@@ -471,6 +531,9 @@ static void write_field(struct parley_config *cfg, const struct setting *s, cons
 		break;
 	case SET_AUTH_TYPE:
 		*(enum auth_type *)f = v->at;
+		break;
+	case SET_BYTES:
+		*(size_t *)f = v->sz;
 		break;
 	}
 }
@@ -568,6 +631,12 @@ void config_free(struct parley_config *cfg)
 		HASH_DEL(cfg->users, u);
 		user_free(u);
 	}
+	for (i = 0; i < (size_t)cfg->ncache_tables; i++)
+		free(cfg->cache_tables[i].key);
+	free(cfg->cache_tables);
+	for (i = 0; i < (size_t)cfg->ncache_shapes; i++)
+		free(cfg->cache_shapes[i].key);
+	free(cfg->cache_shapes);
 	free(cfg->config_file);
 	free(cfg->warnings);
 	memset(cfg, 0, sizeof(*cfg));
@@ -906,13 +975,75 @@ static int do_section(struct parse_ctx *ctx, const char *file, int line, char *p
 		ctx->sect = SEC_DATABASES;
 	} else if (strcasecmp(name, "users") == 0) {
 		ctx->sect = SEC_USERS;
-	} else if (strcasecmp(name, "cache") == 0 || strcasecmp(name, "peers") == 0) {
+	} else if (strcasecmp(name, "cache") == 0) {
+		ctx->sect = SEC_CACHE;
+	} else if (strcasecmp(name, "cache_shapes") == 0) {
+		ctx->sect = SEC_CACHE_SHAPES;
+	} else if (strcasecmp(name, "peers") == 0) {
 		ctx->sect = SEC_IGNORED;
 		warn(ctx->cfg, file, line, "section [%s] is accepted but ignored by this version of parley", name);
 	} else {
-		return fail(ctx, file, line, "unknown section [%s] (expected [parley], [pgbouncer], [databases] or [users])", name);
+		return fail(ctx, file, line,
+			    "unknown section [%s] (expected [parley], [pgbouncer], [databases], [users], [cache] or [cache_shapes])", name);
 	}
 	snprintf(ctx->sect_name, sizeof(ctx->sect_name), "%s", name);
+	return 0;
+}
+
+/* Whether text is a shape id: 16 hex digits, optionally after 0x. */
+static bool is_shape_id(const char *text)
+{
+	if (text[0] == '0' && (text[1] == 'x' || text[1] == 'X'))
+		text += 2;
+	return strlen(text) == 16 && strspn(text, "0123456789abcdefABCDEF") == 16;
+}
+
+/* Parses one [cache] line (table = TTL) or [cache_shapes] line (shape id or "normalized text" = TTL). The TTL is a
+ * duration in whole seconds (300, 5min); 0 means listed but never cached. */
+static int parse_cache_rule(struct parse_ctx *ctx, const char *file, int line, bool shapes, const char *key, bool quoted,
+			    const char *val)
+{
+	struct cache_rule **rules = shapes ? &ctx->cfg->cache_shapes : &ctx->cfg->cache_tables;
+	int *n = shapes ? &ctx->cfg->ncache_shapes : &ctx->cfg->ncache_tables;
+	char what[160], msg[1024], *name;
+	usec_t ttl;
+	size_t i;
+	int j;
+
+	if (!*key)
+		return fail(ctx, file, line, "[%s]: empty %s", ctx->sect_name, shapes ? "shape" : "table name");
+	if (shapes && !quoted && !is_shape_id(key))
+		return fail(ctx, file, line,
+			    "[%s]: \"%s\" is not a shape id (16 hex digits, optionally 0x); write a normalized query text in double quotes",
+			    ctx->sect_name, key);
+	if (!shapes && strchr(key, '.'))
+		return fail(ctx, file, line, "[%s]: write the table name \"%s\" without a schema (tables are matched by name)",
+			    ctx->sect_name, key);
+	if (!shapes && strlen(key) > 63)
+		return fail(ctx, file, line, "[%s]: table name \"%.40s...\" is longer than 63 bytes", ctx->sect_name, key);
+	snprintf(what, sizeof(what), "the TTL of %s %s%.100s%s", shapes ? "shape" : "table", shapes && quoted ? "\"" : "",
+		 key, shapes && quoted ? "\"" : "");
+	if (parse_duration(what, val, TIME_MAX_SEC, &ttl, msg, sizeof(msg)) < 0)
+		return fail(ctx, file, line, "[%s]: %s", ctx->sect_name, msg);
+	if (ttl % USEC_PER_SEC != 0)
+		return fail(ctx, file, line, "[%s]: invalid value \"%s\" for %s: must be a whole number of seconds", ctx->sect_name,
+			    val, what);
+	name = xstrdup(key);
+	if (!shapes)
+		for (i = 0; name[i]; i++)
+			name[i] = (char)tolower((unsigned char)name[i]);
+	for (j = 0; j < *n; j++) {
+		if (strcmp((*rules)[j].key, name) == 0) {
+			warn(ctx->cfg, file, line, "[%s]: \"%s\" is listed again; this line replaces the earlier one", ctx->sect_name, key);
+			free(name);
+			(*rules)[j].ttl_sec = (int)(ttl / USEC_PER_SEC);
+			return 0;
+		}
+	}
+	*rules = xrealloc(*rules, (size_t)(*n + 1) * sizeof(**rules));
+	(*rules)[*n].key = name;
+	(*rules)[*n].ttl_sec = (int)(ttl / USEC_PER_SEC);
+	(*n)++;
 	return 0;
 }
 
@@ -960,6 +1091,9 @@ static int do_key_value(struct parse_ctx *ctx, const char *file, int line, char 
 		return parse_entry(ctx, file, line, true, key, val);
 	case SEC_USERS:
 		return parse_entry(ctx, file, line, false, key, val);
+	case SEC_CACHE:
+	case SEC_CACHE_SHAPES:
+		return parse_cache_rule(ctx, file, line, ctx->sect == SEC_CACHE_SHAPES, key, quoted, val);
 	case SEC_MAIN:
 		break;
 	}

@@ -38,6 +38,13 @@ struct user_def {
 	UT_hash_handle hh;         /* keyed by name; owned by parley_config.users */
 };
 
+/* One line of [cache] (key: a lower-cased table name) or [cache_shapes] (key: a shape id as written, or a normalized
+ * query text), in file order; a later line with the same key replaces the earlier one. */
+struct cache_rule {
+	char *key;                  /* owned */
+	int ttl_sec;                /* 0 = listed but never cached */
+};
+
 /* The whole configuration. Time settings are stored in microseconds (written in seconds in the file). */
 struct parley_config {
 	char *config_file;          /* absolute path of the file this was loaded from */
@@ -104,6 +111,15 @@ struct parley_config {
 	int metrics_port;           /* 0 = disabled */
 	usec_t slow_query_threshold; /* 1 s; 0 disables */
 	double pool_utilization_warn; /* 0.8 */
+	bool cache_enabled;         /* true; nothing is cacheable until [cache] lists tables */
+	size_t cache_max_memory;    /* 256 MB: everything the cache stores counts */
+	size_t cache_max_entry_size; /* 1 MB: larger results are never stored */
+	usec_t cache_wait_timeout;  /* 1 s: a single-flight waiter then goes to the server itself */
+	int cache_max_shapes;       /* 10000: classified shapes remembered (shape_init) */
+	struct cache_rule *cache_tables; /* [cache]: table = TTL seconds; owned array */
+	int ncache_tables;
+	struct cache_rule *cache_shapes; /* [cache_shapes]: shape id or "normalized text" = TTL seconds; owned array */
+	int ncache_shapes;
 
 	struct db_def *databases;   /* uthash by name, owned */
 	struct user_def *users;     /* uthash by name, owned */
@@ -117,7 +133,8 @@ struct parley_config {
 	char **compat_values;
 };
 
-enum setting_type { SET_INT, SET_BOOL, SET_STR, SET_TIME, SET_DOUBLE, SET_POOL_MODE, SET_AUTH_TYPE, SET_MODE_OCTAL };
+/* SET_BYTES: a size_t field, written as bytes with an optional unit B, kB, MB, GB or TB (powers of 1024). */
+enum setting_type { SET_INT, SET_BOOL, SET_STR, SET_TIME, SET_DOUBLE, SET_POOL_MODE, SET_AUTH_TYPE, SET_MODE_OCTAL, SET_BYTES };
 
 /* One row of the declarative settings table. */
 struct setting {
@@ -128,7 +145,7 @@ struct setting {
 	bool reloadable;            /* may change on RELOAD / SET without restart */
 	bool implemented;           /* false: accepted for pgbouncer.ini compatibility, warned about, no effect */
 	const char *help;           /* one line, used by etc/parley.ini and SHOW CONFIG docs */
-	double min, max;            /* accepted range for SET_INT, SET_DOUBLE, SET_MODE_OCTAL and SET_TIME (in seconds) */
+	double min, max;            /* accepted range for SET_INT, SET_DOUBLE, SET_MODE_OCTAL, SET_TIME (in seconds) and SET_BYTES */
 };
 
 /* offset of a row that has no field in struct parley_config (only accepted for compatibility). */

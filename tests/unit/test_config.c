@@ -361,7 +361,7 @@ struct file_case {
 
 static const struct file_case syntax_cases[] = {
 	{ "listen_port = 6432\n", 1, "\"listen_port\" appears before any [section] header" },
-	{ "[parley]\n\n[bogus]\n", 3, "unknown section [bogus] (expected [parley], [pgbouncer], [databases] or [users])" },
+	{ "[parley]\n\n[bogus]\n", 3, "unknown section [bogus] (expected [parley], [pgbouncer], [databases], [users], [cache] or [cache_shapes])" },
 	{ "[parley\n", 1, "syntax error: missing \"]\" in section header" },
 	{ "[parley] extra\n", 1, "syntax error: unexpected text after section header" },
 	{ "[parley]\nlisten_port 6432\n", 2, "syntax error: expected \"name = value\"" },
@@ -394,7 +394,7 @@ static const struct file_case syntax_cases[] = {
 	{ "", 0, NULL },
 	{ "\xEF\xBB\xBF[parley]\r\nlisten_port = 6000\r\n", 0, NULL },
 	{ "[Parley]   ; comment after a header\n  # indented comment\n\tlisten_port\t=\t6000\n", 0, NULL },
-	{ "[cache]\nanything = goes here\n[peers]\n1 = host=x\n[parley]\nlisten_port = 6000\n", 0, NULL },
+	{ "[cache]\nanything = 60\n[peers]\n1 = host=x\n[parley]\nlisten_port = 6000\n", 0, NULL },
 };
 
 static void test_syntax(void **state)
@@ -791,6 +791,202 @@ static void test_sample_ini(void **state)
 	free(seen);
 }
 
+/* ---- the query cache settings and the [cache] / [cache_shapes] sections ---- */
+
+static const struct good_case cache_good_cases[] = {
+	{ "cache_max_memory = 1048576", "cache_max_memory", "1MB" },
+	{ "cache_max_memory = 64MB", "cache_max_memory", "64MB" },
+	{ "cache_max_memory = 512 kB", "cache_max_memory", "512kB" },
+	{ "cache_max_memory = 2gb", "cache_max_memory", "2GB" },
+	{ "cache_max_memory = 1TB", "cache_max_memory", "1TB" },
+	{ "cache_max_memory = 1000", "cache_max_memory", "1000" },
+	{ "cache_max_memory = 1000B", "cache_max_memory", "1000" },
+	{ "cache_max_memory = 0", "cache_max_memory", "0" },
+	{ "cache_max_entry_size = 100kB", "cache_max_entry_size", "100kB" },
+	{ "cache_enabled = off", "cache_enabled", "0" },
+	{ "cache_wait_timeout = 250ms", "cache_wait_timeout", "0.25" },
+	{ "cache_max_shapes = 50", "cache_max_shapes", "50" },
+};
+
+static const struct file_case cache_bad_cases[] = {
+	{ "[parley]\ncache_max_memory = lots\n", 2,
+	  "invalid value \"lots\" for cache_max_memory: not a size (bytes, or a whole number with unit kB, MB, GB or TB)" },
+	{ "[parley]\ncache_max_memory = 10XB\n", 2, "invalid value \"10XB\" for cache_max_memory: unknown size unit \"XB\" (use kB, MB, GB or TB)" },
+	{ "[parley]\ncache_max_memory = -1\n", 2,
+	  "invalid value \"-1\" for cache_max_memory: not a size (bytes, or a whole number with unit kB, MB, GB or TB)" },
+	{ "[parley]\ncache_max_memory = 1.5GB\n", 2, "invalid value \"1.5GB\" for cache_max_memory: unknown size unit \".5GB\" (use kB, MB, GB or TB)" },
+	{ "[parley]\ncache_max_memory = 2TB\n", 2, "invalid value \"2TB\" for cache_max_memory: must be between 0 and 1099511627776 bytes" },
+	{ "[parley]\ncache_max_memory = 99999999999999999999999\n", 2,
+	  "invalid value \"99999999999999999999999\" for cache_max_memory: must be between 0 and 1099511627776 bytes" },
+	{ "[parley]\ncache_max_entry_size = 2GB\n", 2, "invalid value \"2GB\" for cache_max_entry_size: must be between 0 and 1073741824 bytes" },
+	{ "[parley]\ncache_max_shapes = 0\n", 2, "invalid value \"0\" for cache_max_shapes: must be between 1 and 2147483647" },
+	{ "[parley]\ncache_enabled = maybe\n", 2,
+	  "invalid value \"maybe\" for cache_enabled: not a boolean (use 1/0, yes/no, on/off or true/false)" },
+	/* [cache] */
+	{ "[cache]\nparlant_agent = soon\n", 2,
+	  "[cache]: invalid value \"soon\" for the TTL of table parlant_agent: not a duration (seconds, or a number with unit us, ms, s, min, h or d)" },
+	{ "[parley]\n[cache]\n\nparlant_agent = -5\n", 4, "[cache]: invalid value \"-5\" for the TTL of table parlant_agent: must not be negative" },
+	{ "[cache]\nparlant_agent = 1.5\n", 2, "[cache]: invalid value \"1.5\" for the TTL of table parlant_agent: must be a whole number of seconds" },
+	{ "[cache]\nparlant_agent = 10ms\n", 2, "[cache]: invalid value \"10ms\" for the TTL of table parlant_agent: must be a whole number of seconds" },
+	{ "[cache]\nparlant_agent = 5 weeks\n", 2,
+	  "[cache]: invalid value \"5 weeks\" for the TTL of table parlant_agent: unknown time unit \"weeks\" (use us, ms, s, min, h or d)" },
+	{ "[cache]\npublic.parlant_agent = 5\n", 2, "[cache]: write the table name \"public.parlant_agent\" without a schema (tables are matched by name)" },
+	{ "[Cache]\n\"\" = 5\n", 2, "[Cache]: empty table name" },
+	{ "[cache]\nparlant_agent\n", 2, "syntax error: expected \"name = value\"" },
+	{ "[cache]\na234567890123456789012345678901234567890123456789012345678901234 = 5\n", 2,
+	  "[cache]: table name \"a234567890123456789012345678901234567890...\" is longer than 63 bytes" },
+	/* [cache_shapes] */
+	{ "[cache_shapes]\nselect = 5\n", 2,
+	  "[cache_shapes]: \"select\" is not a shape id (16 hex digits, optionally 0x); write a normalized query text in double quotes" },
+	{ "[cache_shapes]\n0x123 = 5\n", 2,
+	  "[cache_shapes]: \"0x123\" is not a shape id (16 hex digits, optionally 0x); write a normalized query text in double quotes" },
+	{ "[cache_shapes]\n0123456789abcdeg = 5\n", 2,
+	  "[cache_shapes]: \"0123456789abcdeg\" is not a shape id (16 hex digits, optionally 0x); write a normalized query text in double quotes" },
+	{ "[cache_shapes]\n\"select 1\" = x\n", 2,
+	  "[cache_shapes]: invalid value \"x\" for the TTL of shape \"select 1\": not a duration (seconds, or a number with unit us, ms, s, min, h or d)" },
+	{ "[cache_shapes]\n\"select 1 = 5\n", 2, "syntax error: unterminated quoted name" },
+	{ "[cache_shapes]\n\"\" = 5\n", 2, "[cache_shapes]: empty shape" },
+};
+
+static void test_cache_settings(void **state)
+{
+	struct parley_config cfg;
+	char content[512], err[512];
+	size_t i;
+
+	config_init_defaults(&cfg);
+	assert_true(cfg.cache_enabled);
+	assert_int_equal(cfg.cache_max_memory, (size_t)256 << 20);
+	assert_int_equal(cfg.cache_max_entry_size, (size_t)1 << 20);
+	assert_int_equal(cfg.cache_wait_timeout, USEC_PER_SEC);
+	assert_int_equal(cfg.cache_max_shapes, 10000);
+	assert_null(cfg.cache_tables);
+	assert_int_equal(cfg.ncache_tables, 0);
+	assert_null(cfg.cache_shapes);
+	assert_int_equal(cfg.ncache_shapes, 0);
+	assert_string_equal(text_of(&cfg, "cache_max_memory"), "256MB");
+	assert_string_equal(text_of(&cfg, "cache_max_entry_size"), "1MB");
+	/* reloadable: SET works, with the same parsing */
+	assert_int_equal(config_set(&cfg, "cache_max_memory", "3 MB", err, sizeof(err)), 0);
+	assert_int_equal(cfg.cache_max_memory, (size_t)3 << 20);
+	assert_int_equal(config_set(&cfg, "cache_enabled", "no", err, sizeof(err)), 0);
+	assert_false(cfg.cache_enabled);
+	assert_int_equal(config_set(&cfg, "cache_max_entry_size", "1x", err, sizeof(err)), -1);
+	assert_string_equal(err, "invalid value \"1x\" for cache_max_entry_size: unknown size unit \"x\" (use kB, MB, GB or TB)");
+	assert_int_equal(cfg.cache_max_entry_size, (size_t)1 << 20);
+	config_free(&cfg);
+
+	for (i = 0; i < ARRAY_SIZE(cache_good_cases); i++) {
+		snprintf(content, sizeof(content), "[parley]\n%s\n", cache_good_cases[i].line);
+		load_ok(content, &cfg, NULL);
+		if (strcmp(text_of(&cfg, cache_good_cases[i].key), cache_good_cases[i].shown) != 0)
+			fail_msg("\"%s\": shown as \"%s\", expected \"%s\"", cache_good_cases[i].line,
+				 text_of(&cfg, cache_good_cases[i].key), cache_good_cases[i].shown);
+		config_free(&cfg);
+	}
+	load_ok("[parley]\ncache_max_memory = 512 kB\ncache_max_entry_size = 2000\n", &cfg, NULL);
+	assert_int_equal(cfg.cache_max_memory, 512 * 1024);
+	assert_int_equal(cfg.cache_max_entry_size, 2000);
+	config_free(&cfg);
+	for (i = 0; i < ARRAY_SIZE(cache_bad_cases); i++)
+		load_fails(cache_bad_cases[i].content, cache_bad_cases[i].line, cache_bad_cases[i].msg);
+}
+
+/* Finds rule key in rules[0..n) and returns its TTL, or -1. */
+static int rule_ttl(const struct cache_rule *rules, int n, const char *key)
+{
+	int i;
+	for (i = 0; i < n; i++)
+		if (strcmp(rules[i].key, key) == 0)
+			return rules[i].ttl_sec;
+	return -1;
+}
+
+static void test_cache_sections(void **state)
+{
+	struct parley_config cfg;
+	const char *path;
+	char expect[2048];
+
+	load_ok("[cache]\n"
+		"Parlant_Agent = 300\n"
+		"parlant_tool = 10min\n"
+		"\"Quoted Table\" = 1h\n"
+		"parlant_event = 0\n"
+		"[cache_shapes]\n"
+		"0x5E1F0C0A3B2D4E6F = 0\n"
+		"0123456789abcdef = 30\n"
+		"\"select * from parlant_agent where id = $1 and name = \"\"x\"\"\" = 60\n"
+		"[parley]\n"
+		"listen_port = 7000\n"
+		"[cache]\n"
+		"parlant_agent = 400\n",
+		&cfg, &path);
+	assert_int_equal(cfg.listen_port, 7000);
+	assert_int_equal(cfg.ncache_tables, 4);
+	/* file order, names lower-cased, a later line replaces the earlier TTL in place */
+	assert_string_equal(cfg.cache_tables[0].key, "parlant_agent");
+	assert_int_equal(cfg.cache_tables[0].ttl_sec, 400);
+	assert_int_equal(rule_ttl(cfg.cache_tables, cfg.ncache_tables, "parlant_tool"), 600);
+	assert_int_equal(rule_ttl(cfg.cache_tables, cfg.ncache_tables, "quoted table"), 3600);
+	assert_int_equal(rule_ttl(cfg.cache_tables, cfg.ncache_tables, "parlant_event"), 0);
+	assert_int_equal(cfg.ncache_shapes, 3);
+	assert_int_equal(rule_ttl(cfg.cache_shapes, cfg.ncache_shapes, "0x5E1F0C0A3B2D4E6F"), 0);
+	assert_int_equal(rule_ttl(cfg.cache_shapes, cfg.ncache_shapes, "0123456789abcdef"), 30);
+	assert_int_equal(rule_ttl(cfg.cache_shapes, cfg.ncache_shapes, "select * from parlant_agent where id = $1 and name = \"x\""), 60);
+	snprintf(expect, sizeof(expect), "%s:13: [cache]: \"parlant_agent\" is listed again; this line replaces the earlier one\n", path);
+	assert_non_null(cfg.warnings);
+	assert_string_equal(cfg.warnings, expect);
+	config_free(&cfg);
+	assert_null(cfg.cache_tables);
+	assert_int_equal(cfg.ncache_shapes, 0);
+
+	/* an included file continues the [cache] section it was included from */
+	write_named("cache_inc.ini", "parlant_journey = 600\n");
+	load_ok("[cache]\nparlant_agent = 5\n%include cache_inc.ini\n", &cfg, NULL);
+	assert_int_equal(cfg.ncache_tables, 2);
+	assert_int_equal(rule_ttl(cfg.cache_tables, cfg.ncache_tables, "parlant_journey"), 600);
+	assert_null(cfg.warnings);
+	config_free(&cfg);
+}
+
+/* etc/parlant.ini loads without warnings and carries the Parlant policy and timeouts. */
+static void test_parlant_ini(void **state)
+{
+	static const struct { const char *table; int ttl; } policy[] = {
+		{ "parlant_agent", 300 }, { "parlant_tool", 600 }, { "parlant_agent_tool", 600 },
+		{ "parlant_journey", 600 }, { "parlant_journey_state", 600 }, { "parlant_journey_transition", 600 },
+	};
+	const char *srcdir = getenv("PARLEY_SRCDIR");
+	char path[PATH_MAX], err[1024];
+	struct parley_config cfg;
+	size_t i;
+
+	if (srcdir)
+		snprintf(path, sizeof(path), "%s/etc/parlant.ini", srcdir);
+	else if (strstr(__FILE__, "tests/unit/"))
+		snprintf(path, sizeof(path), "%.*setc/parlant.ini", (int)(strstr(__FILE__, "tests/unit/") - __FILE__), __FILE__);
+	else
+		snprintf(path, sizeof(path), "etc/parlant.ini");
+	if (config_load(path, &cfg, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_null(cfg.warnings);
+	assert_int_equal(cfg.pool_mode, POOL_TRANSACTION);
+	assert_int_equal(cfg.default_pool_size, 20);
+	assert_int_equal(cfg.server_connect_timeout, 5 * USEC_PER_SEC);
+	assert_int_equal(cfg.server_idle_timeout, 30 * USEC_PER_SEC);
+	assert_int_equal(cfg.idle_transaction_timeout, 30 * USEC_PER_SEC);
+	assert_int_equal(cfg.slow_query_threshold, USEC_PER_SEC);
+	assert_true(cfg.pool_utilization_warn > 0.799 && cfg.pool_utilization_warn < 0.801);
+	assert_true(cfg.cache_enabled);
+	assert_non_null(config_find_db(&cfg, "parlant"));
+	assert_int_equal(cfg.ncache_tables, (int)ARRAY_SIZE(policy));
+	for (i = 0; i < ARRAY_SIZE(policy); i++)
+		if (rule_ttl(cfg.cache_tables, cfg.ncache_tables, policy[i].table) != policy[i].ttl)
+			fail_msg("%s: [cache] %s should be %d", path, policy[i].table, policy[i].ttl);
+	config_free(&cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -810,6 +1006,9 @@ int main(void)
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_sample_ini),
+		cmocka_unit_test(test_cache_settings),
+		cmocka_unit_test(test_cache_sections),
+		cmocka_unit_test(test_parlant_ini),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
