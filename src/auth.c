@@ -24,6 +24,7 @@ static void PRINTF_LIKE(3, 4) set_err(char *err, size_t errlen, const char *fmt,
 
 static void auth_user_destroy(struct auth_user *u)
 {
+	OPENSSL_cleanse(u->scram_client_key, sizeof(u->scram_client_key));
 	if (u->secret) {
 		OPENSSL_cleanse(u->secret, strlen(u->secret));
 		free(u->secret);
@@ -51,6 +52,36 @@ struct auth_user *auth_user_find(struct auth_user *users, const char *name)
 		return NULL;
 	HASH_FIND_STR(users, name, u);
 	return u;
+}
+
+bool auth_user_remember_scram_key(struct auth_user *users, const char *name, const char *secret,
+				  const uint8_t client_key[SCRAM_KEY_LEN])
+{
+	struct auth_user *u = auth_user_find(users, name);
+	bool news;
+
+	if (!u || !secret || strcmp(u->secret, secret) != 0 || secret_kind(secret) != SECRET_SCRAM)
+		return false;
+	news = !u->has_scram_client_key || CRYPTO_memcmp(u->scram_client_key, client_key, SCRAM_KEY_LEN) != 0;
+	memcpy(u->scram_client_key, client_key, SCRAM_KEY_LEN);
+	u->has_scram_client_key = true;
+	return news;
+}
+
+void auth_users_carry_scram_keys(struct auth_user *fresh, const struct auth_user *old)
+{
+	const struct auth_user *o, *tmp;
+
+	HASH_ITER(hh, old, o, tmp) {
+		struct auth_user *u;
+		if (!o->has_scram_client_key)
+			continue;
+		u = auth_user_find(fresh, o->name);
+		if (u && strcmp(u->secret, o->secret) == 0) {
+			memcpy(u->scram_client_key, o->scram_client_key, SCRAM_KEY_LEN);
+			u->has_scram_client_key = true;
+		}
+	}
 }
 
 /* Reads one double-quoted field at *pp ("" inside stands for one quote). On success returns a heap copy of the
@@ -169,7 +200,7 @@ int auth_file_load(const char *path, struct auth_user **users, char *err, size_t
 			continue;
 		u = auth_user_find(table, name);
 		if (u) {
-			/* Duplicate user: the last line wins. */
+			/* Duplicate user: the last line wins (no key can have been learned yet). */
 			OPENSSL_cleanse(u->secret, strlen(u->secret));
 			free(u->secret);
 			u->secret = secret;

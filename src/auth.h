@@ -4,10 +4,17 @@
 #include "common.h"
 #include <uthash.h>
 
+#define SCRAM_KEY_LEN 32
+
 /* One line of auth_file: "user" "secret". */
 struct auth_user {
 	char *name;
 	char *secret;            /* plain password, "md5<32 hex>" or "SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>" */
+	/* SCRAM pass-through (as PgBouncer): the ClientKey of a SCRAM secret cannot be computed from the secret, but a
+	 * client that proves it knows the password reveals it (ClientProof XOR ClientSignature). With it parley can
+	 * log into a PostgreSQL that demands SCRAM for this user, as long as PostgreSQL stores the same secret. */
+	uint8_t scram_client_key[SCRAM_KEY_LEN];
+	bool has_scram_client_key; /* scram_client_key is valid for the current secret */
 	UT_hash_handle hh;       /* keyed by name; owned by the hash head given to auth_file_load */
 };
 
@@ -18,6 +25,13 @@ enum secret_kind { SECRET_PLAIN, SECRET_MD5, SECRET_SCRAM };
 int auth_file_load(const char *path, struct auth_user **users, char *err, size_t errlen) MUST_CHECK;
 void auth_users_free(struct auth_user **users);
 struct auth_user *auth_user_find(struct auth_user *users, const char *name);
+/* Remembers the ClientKey a client revealed while authenticating as name against secret (a SCRAM secret). Ignored
+ * when the user is gone or its secret changed meanwhile (auth_file reload). Returns true if the user had no key
+ * (or another one) before, i.e. server logins that failed for want of it may now succeed. */
+bool auth_user_remember_scram_key(struct auth_user *users, const char *name, const char *secret,
+				  const uint8_t client_key[SCRAM_KEY_LEN]);
+/* After an auth_file reload: keeps the learned ClientKeys of users whose secret did not change. */
+void auth_users_carry_scram_keys(struct auth_user *fresh, const struct auth_user *old);
 
 /* Classifies a stored secret (a valid md5 secret is "md5" + 32 lowercase hex digits). */
 enum secret_kind secret_kind(const char *secret);
@@ -30,7 +44,6 @@ void md5_salted_response(const char *md5secret, const uint8_t salt[4], char out[
 /* Checks a client's md5 response against a stored plain or md5 secret. SCRAM secrets always fail. */
 bool md5_check_response(const char *secret, const char *user, const uint8_t salt[4], const char *response);
 
-#define SCRAM_KEY_LEN 32
 #define SCRAM_NONCE_MAX 128
 
 /* State of one SCRAM-SHA-256 exchange, either side. Zero-initialize before use; scram_state_clear() wipes it. */
@@ -47,6 +60,7 @@ struct scram_state {
 	uint8_t server_key[SCRAM_KEY_LEN];
 	uint8_t client_key[SCRAM_KEY_LEN];   /* client side, or learned from a proof on the server side */
 	bool have_client_key;
+	bool keys_preset;                    /* client side: keys from a secret + learned ClientKey, not a password */
 	char *password;                      /* client side only, heap */
 	char cbind_flag;                     /* server side: gs2 cbind flag the client sent ('n' or 'y') */
 };
@@ -65,6 +79,11 @@ int scram_server_final(struct scram_state *st, const char *client_final, size_t 
 int scram_client_first(struct scram_state *st, const char *password, char *out, size_t outlen) MUST_CHECK;
 int scram_client_final(struct scram_state *st, const char *server_first, size_t len,
 		       char *out, size_t outlen, char *err, size_t errlen) MUST_CHECK;
+/* Client side with a SCRAM secret instead of a password (SCRAM pass-through): client_key must be the ClientKey that
+ * belongs to secret (learned from a client's proof). The server's salt and iteration count must then be those of
+ * secret, which scram_client_final checks. Continue with scram_client_final and scram_client_verify as usual. */
+int scram_client_first_with_key(struct scram_state *st, const char *secret, const uint8_t client_key[SCRAM_KEY_LEN],
+				char *out, size_t outlen) MUST_CHECK;
 /* Verifies the server signature in server-final-message. Returns 0 if valid. */
 int scram_client_verify(struct scram_state *st, const char *server_final, size_t len, char *err, size_t errlen) MUST_CHECK;
 

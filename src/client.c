@@ -451,6 +451,18 @@ static void auth_failed(struct client *c, const char *why)
 	client_disconnect(c, SQLSTATE_INVALID_PASSWORD, msg);
 }
 
+/* A credential for server_user just became available (a learned SCRAM ClientKey): pools logging in as that user
+ * need not wait out server_login_retry after a failure that was probably caused by its absence. */
+static void pools_retry_login_now(const char *server_user)
+{
+	struct pool *p, *tmp;
+
+	HASH_ITER(hh, g.pools, p, tmp) {
+		if (p->last_login_fail && p->server_user && strcmp(p->server_user, server_user) == 0)
+			p->last_login_fail = 0;
+	}
+}
+
 /* Handles one PasswordMessage / SASLInitialResponse / SASLResponse. */
 static void client_auth_message(struct client *c, const uint8_t *body, size_t len)
 {
@@ -536,6 +548,10 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t le
 			auth_failed(c, err);
 			return;
 		}
+		/* A proof against a SCRAM secret revealed the ClientKey: keep it so parley can log into PostgreSQL. */
+		if (c->scram.have_client_key && secret_kind(c->secret) == SECRET_SCRAM &&
+		    auth_user_remember_scram_key(g.auth_users, c->user, c->secret, c->scram.client_key))
+			pools_retry_login_now(c->user);
 		pkt_init(&b);
 		pkt_auth(&b, AUTH_REQ_SASL_FIN, out, (size_t)n);
 		send_pkt(&c->s, &b);
@@ -666,13 +682,18 @@ static void client_login_step(struct client *c)
 			}
 			if (rc == PROTO_INCOMPLETE || avail < len)
 				return;
-			pkt = evbuffer_pullup(c->s.in, len);
+			/* Take the packet out of the input buffer before acting on it: client_startup() may finish the
+			 * login at once (trust, or a pool whose welcome is known), and then whatever is still in the
+			 * buffer is forwarded to a server; or it may close the client, which frees the buffer. */
+			pkt = xmalloc(len);
+			evbuffer_remove(c->s.in, pkt, len);
 			if (proto_parse_startup(pkt, len, &sp, err, sizeof(err)) != PROTO_OK) {
+				free(pkt);
 				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, err);
 				return;
 			}
 			if (sp.code == PROTO_SSL_REQUEST || sp.code == PROTO_GSSENC_REQUEST) {
-				evbuffer_drain(c->s.in, len);
+				free(pkt);
 				evbuffer_add(c->s.out, "N", 1);
 				if (sock_flush(&c->s) < 0) {
 					client_disconnect(c, NULL, "client socket write failed");
@@ -681,12 +702,13 @@ static void client_login_step(struct client *c)
 				continue;
 			}
 			if (sp.code == PROTO_CANCEL_REQUEST) {
+				free(pkt);
 				client_handle_cancel(sp.cancel_pid, sp.cancel_key);
 				client_disconnect(c, NULL, "cancel request handled");
 				return;
 			}
-			client_startup(c, &sp);
-			evbuffer_drain(c->s.in, len);
+			client_startup(c, &sp);	/* sp points into pkt */
+			free(pkt);
 			continue;
 		} else {
 			struct pkt_header h;

@@ -277,6 +277,7 @@ static void reload_config(void)
 	if (fresh.listen_port != g.cfg.listen_port || strcmp(fresh.listen_addr ? fresh.listen_addr : "",
 							       g.cfg.listen_addr ? g.cfg.listen_addr : "") != 0)
 		log_warning("listen_addr/listen_port changes take effect only after a restart");
+	auth_users_carry_scram_keys(users, g.auth_users);
 	auth_users_free(&g.auth_users);
 	g.auth_users = users;
 	{

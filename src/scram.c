@@ -608,18 +608,53 @@ fail:
 	return -1;
 }
 
+int scram_client_first_with_key(struct scram_state *st, const char *secret, const uint8_t client_key[SCRAM_KEY_LEN],
+				char *out, size_t outlen)
+{
+	uint8_t stored[SCRAM_KEY_LEN];
+	char user[256];
+	int n;
+
+	scram_state_clear(st);
+	if (!secret || !client_key)
+		return -1;
+	/* The secret's salt and iteration count are kept to compare with the server's in scram_client_final. */
+	if (scram_parse_secret(secret, &st->iterations, st->salt, &st->salt_len, st->stored_key, st->server_key) < 0)
+		goto fail;
+	/* The key must belong to the secret: StoredKey = H(ClientKey). */
+	if (sha256(client_key, SCRAM_KEY_LEN, stored) < 0 || CRYPTO_memcmp(stored, st->stored_key, SCRAM_KEY_LEN) != 0)
+		goto fail;
+	memcpy(st->client_key, client_key, SCRAM_KEY_LEN);
+	st->have_client_key = true;
+	st->keys_preset = true;
+	if (make_nonce(st->client_nonce, sizeof(st->client_nonce)) < 0 || !valid_nonce(st->client_nonce))
+		goto fail;
+	if (!escape_saslname(test_username ? test_username : "", user, sizeof(user)))
+		goto fail;
+	n = snprintf(out, outlen, "n,,n=%s,r=%s", user, st->client_nonce);
+	if (n < 0 || (size_t)n >= outlen)
+		goto fail;
+	st->client_first_bare = xstrdup(out + 3);
+	OPENSSL_cleanse(stored, sizeof(stored));
+	return n;
+fail:
+	OPENSSL_cleanse(stored, sizeof(stored));
+	scram_state_clear(st);
+	return -1;
+}
+
 int scram_client_final(struct scram_state *st, const char *server_first, size_t len,
 		       char *out, size_t outlen, char *err, size_t errlen)
 {
 	static const char what[] = "server-first-message";
 	char *msg, *nonce, *salt_b64, *iter;
-	uint8_t sig[SCRAM_KEY_LEN], proof[SCRAM_KEY_LEN];
+	uint8_t sig[SCRAM_KEY_LEN], proof[SCRAM_KEY_LEN], salt[sizeof(st->salt)];
 	char bproof[48];
 	struct parser ps;
 	size_t cn_len = strlen(st->client_nonce);
-	int n, rc = -1;
+	int n, salt_len, iterations, rc = -1;
 
-	if (!st->password || !st->client_first_bare || st->server_first) {
+	if ((!st->password && !st->keys_preset) || !st->client_first_bare || st->server_first) {
 		set_err(err, errlen, "SCRAM exchange out of sequence");
 		return -1;
 	}
@@ -646,17 +681,16 @@ int scram_client_final(struct scram_state *st, const char *server_first, size_t 
 	salt_b64 = read_attr(&ps, 's', what, err, errlen);
 	if (!salt_b64)
 		goto out;
-	n = b64_decode(salt_b64, strlen(salt_b64), st->salt, sizeof(st->salt));
-	if (n <= 0) {
+	salt_len = b64_decode(salt_b64, strlen(salt_b64), salt, sizeof(salt));
+	if (salt_len <= 0) {
 		set_err(err, errlen, "malformed SCRAM message (invalid salt in %s)", what);
 		goto out;
 	}
-	st->salt_len = n;
 	iter = read_attr(&ps, 'i', what, err, errlen);
 	if (!iter)
 		goto out;
-	st->iterations = parse_iterations(iter, iter + strlen(iter), SCRAM_MAX_ITERATIONS);
-	if (st->iterations < 0) {
+	iterations = parse_iterations(iter, iter + strlen(iter), SCRAM_MAX_ITERATIONS);
+	if (iterations < 0) {
 		set_err(err, errlen, "malformed SCRAM message (invalid iteration count in %s)", what);
 		goto out;
 	}
@@ -664,13 +698,26 @@ int scram_client_final(struct scram_state *st, const char *server_first, size_t 
 		set_err(err, errlen, "malformed SCRAM message (garbage at end of %s)", what);
 		goto out;
 	}
-	if (derive_keys(st->password, st->salt, st->salt_len, st->iterations, st->client_key, st->stored_key,
-			st->server_key) < 0) {
-		set_err(err, errlen, "could not compute SCRAM keys");
-		goto out;
+	if (st->keys_preset) {
+		/* The keys come from a stored secret: they fit only if the server stores that same secret. */
+		if (salt_len != st->salt_len || memcmp(salt, st->salt, (size_t)salt_len) != 0 ||
+		    iterations != st->iterations) {
+			set_err(err, errlen, "the server's SCRAM secret differs from the one in auth_file "
+					     "(salt or iteration count do not match)");
+			goto out;
+		}
+	} else {
+		memcpy(st->salt, salt, (size_t)salt_len);
+		st->salt_len = salt_len;
+		st->iterations = iterations;
+		if (derive_keys(st->password, st->salt, st->salt_len, st->iterations, st->client_key, st->stored_key,
+				st->server_key) < 0) {
+			set_err(err, errlen, "could not compute SCRAM keys");
+			goto out;
+		}
+		st->have_client_key = true;
+		free_secret_str(&st->password);	/* the keys are all we need from now on */
 	}
-	st->have_client_key = true;
-	free_secret_str(&st->password);	/* the keys are all we need from now on */
 
 	st->server_first = msg_dup(server_first, len, what, err, errlen);	/* cannot fail: checked above */
 	n = snprintf(NULL, 0, "c=biws,r=%s", st->server_nonce);

@@ -217,13 +217,16 @@ static void server_on_timeout(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* The password parley uses to log into PostgreSQL for this pool, or NULL. */
-static const char *server_password(const struct pool *p)
+/* The password parley uses to log into PostgreSQL for this pool, or NULL. *from_file is set to the auth_file entry
+ * when the secret comes from there (it may carry a learned SCRAM ClientKey), else to NULL. */
+static const char *server_password(const struct pool *p, struct auth_user **from_file)
 {
 	struct auth_user *au;
+	*from_file = NULL;
 	if (p->server_password)
 		return p->server_password;
 	au = auth_user_find(g.auth_users, p->server_user);
+	*from_file = au;
 	return au ? au->secret : NULL;
 }
 
@@ -304,7 +307,8 @@ static bool server_auth_request(struct server *sv, const uint8_t *body, size_t l
 {
 	struct pkt_reader r;
 	uint32_t code;
-	const char *pw = server_password(sv->pool);
+	struct auth_user *au;
+	const char *pw = server_password(sv->pool, &au);
 	struct pkt_builder b;
 	char out[512], err[200], msg[400];
 	int n;
@@ -367,11 +371,32 @@ static bool server_auth_request(struct server *sv, const uint8_t *body, size_t l
 			server_login_error(sv, SQLSTATE_FEATURE_NOT_SUPPORTED, "server offers no supported SASL mechanism");
 			return false;
 		}
-		if (secret_kind(pw) != SECRET_PLAIN)
+		switch (secret_kind(pw)) {
+		case SECRET_PLAIN:
+			n = scram_client_first(&sv->scram, pw, out, sizeof(out));
+			break;
+		case SECRET_SCRAM:
+			/* SCRAM pass-through: the ClientKey a client revealed when it authenticated with this secret. */
+			if (!au || !au->has_scram_client_key) {
+				pkt_free(&b);
+				snprintf(msg, sizeof(msg),
+					 "cannot log into the server as \"%s\" with the SCRAM secret of auth_file until a "
+					 "client has authenticated as that user with SCRAM-SHA-256",
+					 sv->pool->server_user);
+				server_login_error(sv, SQLSTATE_INVALID_PASSWORD, msg);
+				return false;
+			}
+			n = scram_client_first_with_key(&sv->scram, pw, au->scram_client_key, out, sizeof(out));
+			break;
+		case SECRET_MD5:
+		default:
 			goto need_plain;
-		n = scram_client_first(&sv->scram, pw, out, sizeof(out));
-		if (n < 0)
-			goto malformed;
+		}
+		if (n < 0) {
+			pkt_free(&b);
+			server_login_error(sv, SQLSTATE_INTERNAL_ERROR, "cannot start the SCRAM exchange with the server");
+			return false;
+		}
 		pkt_sasl_initial(&b, "SCRAM-SHA-256", out, (size_t)n);
 		break;
 	}
@@ -512,12 +537,17 @@ static void server_login_step(struct server *sv)
 		}
 		case BE_ERROR: {
 			struct error_fields ef;
-			char text[400];
-			if (proto_parse_error(msg + 5, h.len - 4, &ef) == PROTO_OK)
+			char text[400], sqlstate[6];
+			/* Copies: the fields point into the input buffer, which closing the server frees. */
+			strcpy(sqlstate, SQLSTATE_CONNECTION_FAILURE);
+			if (proto_parse_error(msg + 5, h.len - 4, &ef) == PROTO_OK) {
 				snprintf(text, sizeof(text), "server login failed: %s", ef.message ? ef.message : "unknown error");
-			else
+				if (ef.sqlstate && strlen(ef.sqlstate) == 5)
+					strcpy(sqlstate, ef.sqlstate);
+			} else {
 				snprintf(text, sizeof(text), "server login failed");
-			server_login_error(sv, ef.sqlstate ? ef.sqlstate : SQLSTATE_CONNECTION_FAILURE, text);
+			}
+			server_login_error(sv, sqlstate, text);
 			return;
 		}
 		case BE_NOTICE:

@@ -1,6 +1,8 @@
 """Client authentication by the pooler (auth_type md5, scram-sha-256, plain, trust against the auth_file) and the
 pooler's own login to PostgreSQL with the secrets of the auth_file (md5, SCRAM, cleartext)."""
 
+import time
+
 import psycopg
 import pytest
 
@@ -126,3 +128,42 @@ def test_server_login_failure_reported_to_client(parley, target):
     assert "authentication failed" in err.message, err.fields
     with p.connect() as conn:  # other users' pools are unaffected
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def _reload(p):
+    """SIGHUP, then waits until the pooler has logged it (parley and PgBouncer both name the signal)."""
+    before = p.log_text().count("SIGHUP")
+    p.reload()
+    deadline = time.monotonic() + 5
+    while p.log_text().count("SIGHUP") == before:
+        assert time.monotonic() < deadline, "SIGHUP not logged within 5s"
+        time.sleep(0.05)
+    time.sleep(0.2)
+
+
+def test_scram_secret_passthrough_needs_a_scram_client_and_survives_reload(parley, target):
+    """app_scram's auth_file entry is a SCRAM secret and PostgreSQL demands SCRAM for it: the pooler can log in
+    only with the ClientKey that a client's SCRAM proof reveals. Under trust no client sends a proof, so the
+    login fails with a clear error; once a client has used SCRAM, the key is kept across a reload."""
+    settings = {"auth_type": "trust", "query_wait_timeout": 10}  # a server login that keeps failing ends the wait
+    if target == "pgbouncer":
+        settings["server_login_retry"] = 1  # PgBouncer waits it out even once the key is known; parley retries at once
+    p = parley(**settings)
+    _, err, _ = login(p, "app_scram", PASSWORDS["app_scram"])
+    assert err is not None and err.fields.get("S") == "FATAL", err and err.fields
+    if target == "parley":
+        assert "until a client has authenticated" in err.message, err.fields
+
+    p.write_config(auth_type="scram-sha-256")
+    _reload(p)
+    seen, err, row = login(p, "app_scram", PASSWORDS["app_scram"])
+    assert err is None and seen[:1] == [AUTH_SASL] and row == ["app_scram"], (seen, err and err.fields)
+
+    # Back to trust: a second concurrent session needs a new server login, made with the key learned above.
+    p.write_config(auth_type="trust")
+    _reload(p)
+    assert login(p, "app_md5", "anything")[0] == [AUTH_OK]
+    with p.connect(user="app_scram") as c1, p.connect(user="app_scram") as c2:
+        pids = {c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in (c1, c2)}
+        assert len(pids) == 2
+        assert c2.execute("SELECT current_user").fetchone() == ("app_scram",)

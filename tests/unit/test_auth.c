@@ -537,6 +537,108 @@ static void test_random_bytes(void **state)
 
 /* ---- auth_file ---- */
 
+/* ---- SCRAM pass-through: log into a server with a secret and the ClientKey learned from a client's proof ---- */
+
+/* Plays the RFC 7677 exchange against parley's server code and returns the ClientKey it learned from the proof. */
+static void learn_rfc_client_key(uint8_t key[SCRAM_KEY_LEN])
+{
+	struct scram_state ss = { 0 };
+	char out[512], err[200];
+
+	scram_set_test_nonce(RFC_SNONCE);
+	assert_true(scram_server_first(&ss, RFC_SECRET, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), out, sizeof(out),
+				       err, sizeof(err)) > 0);
+	assert_true(scram_server_final(&ss, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL), out, sizeof(out), err,
+				       sizeof(err)) > 0);
+	assert_true(ss.have_client_key);
+	memcpy(key, ss.client_key, SCRAM_KEY_LEN);
+	scram_state_clear(&ss);
+	scram_set_test_nonce(NULL);
+}
+
+/* With the learned key, parley's client sends the very bytes a client knowing the password sends (RFC vector). */
+static void test_passthrough_rfc7677(void **state)
+{
+	struct scram_state cs = { 0 };
+	uint8_t key[SCRAM_KEY_LEN];
+	char out[512], err[200];
+	int n;
+
+	(void)state;
+	learn_rfc_client_key(key);
+	scram_set_test_nonce(RFC_CNONCE);
+	scram_set_test_username("user");
+	n = scram_client_first_with_key(&cs, RFC_SECRET, key, out, sizeof(out));
+	assert_int_equal(n, strlen(RFC_CLIENT_FIRST));
+	assert_string_equal(out, RFC_CLIENT_FIRST);
+	n = scram_client_final(&cs, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), out, sizeof(out), err, sizeof(err));
+	assert_int_equal(n, strlen(RFC_CLIENT_FINAL));
+	assert_string_equal(out, RFC_CLIENT_FINAL);
+	assert_int_equal(scram_client_verify(&cs, RFC_SERVER_FINAL, strlen(RFC_SERVER_FINAL), err, sizeof(err)), 0);
+	/* A forged server signature is still caught. */
+	scram_state_clear(&cs);
+	assert_true(scram_client_first_with_key(&cs, RFC_SECRET, key, out, sizeof(out)) > 0);
+	assert_true(scram_client_final(&cs, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), out, sizeof(out), err,
+				       sizeof(err)) > 0);
+	assert_int_equal(scram_client_verify(&cs, "v=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", 46, err, sizeof(err)), -1);
+	scram_state_clear(&cs);
+}
+
+/* A whole exchange with random nonces: client with key against server code holding the same secret; a server that
+ * stores another secret of the same password (other salt) is refused before any proof is sent. */
+static void test_passthrough_roundtrip_and_mismatch(void **state)
+{
+	struct scram_state cs = { 0 }, ss = { 0 };
+	uint8_t key[SCRAM_KEY_LEN];
+	char m1[512], m2[512], m3[512], m4[512], err[200], other[200];
+	int n1, n2, n3, n4;
+
+	(void)state;
+	learn_rfc_client_key(key);
+	n1 = scram_client_first_with_key(&cs, RFC_SECRET, key, m1, sizeof(m1));
+	assert_true(n1 > 0);
+	n2 = scram_server_first(&ss, RFC_SECRET, m1, (size_t)n1, m2, sizeof(m2), err, sizeof(err));
+	assert_true(n2 > 0);
+	n3 = scram_client_final(&cs, m2, (size_t)n2, m3, sizeof(m3), err, sizeof(err));
+	assert_true(n3 > 0);
+	n4 = scram_server_final(&ss, m3, (size_t)n3, m4, sizeof(m4), err, sizeof(err));
+	assert_true(n4 > 0);
+	assert_int_equal(scram_client_verify(&cs, m4, (size_t)n4, err, sizeof(err)), 0);
+	scram_state_clear(&cs);
+	scram_state_clear(&ss);
+
+	assert_int_equal(scram_make_secret("pencil", other, sizeof(other)), 0);
+	n1 = scram_client_first_with_key(&cs, RFC_SECRET, key, m1, sizeof(m1));
+	assert_true(n1 > 0);
+	n2 = scram_server_first(&ss, other, m1, (size_t)n1, m2, sizeof(m2), err, sizeof(err));
+	assert_true(n2 > 0);
+	err[0] = '\0';
+	assert_int_equal(scram_client_final(&cs, m2, (size_t)n2, m3, sizeof(m3), err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "differs from the one in auth_file"));
+	scram_state_clear(&cs);
+	scram_state_clear(&ss);
+}
+
+/* A key that does not belong to the secret, or a secret that is not a SCRAM secret, is refused at once. */
+static void test_passthrough_bad_inputs(void **state)
+{
+	struct scram_state cs = { 0 };
+	uint8_t key[SCRAM_KEY_LEN];
+	char out[512];
+
+	(void)state;
+	learn_rfc_client_key(key);
+	assert_int_equal(scram_client_first_with_key(&cs, PG15_SCRAM_PENCIL, key, out, sizeof(out)), -1);
+	assert_int_equal(scram_client_first_with_key(&cs, "pencil", key, out, sizeof(out)), -1);
+	assert_int_equal(scram_client_first_with_key(&cs, PG15_MD5_ALICE, key, out, sizeof(out)), -1);
+	assert_int_equal(scram_client_first_with_key(&cs, NULL, key, out, sizeof(out)), -1);
+	assert_int_equal(scram_client_first_with_key(&cs, RFC_SECRET, key, out, 8), -1);	/* no room */
+	key[0] ^= 1;
+	assert_int_equal(scram_client_first_with_key(&cs, RFC_SECRET, key, out, sizeof(out)), -1);
+	assert_false(cs.have_client_key);
+	assert_false(cs.keys_preset);
+}
+
 /* Writes content (len bytes) to a fresh mkstemp file; path receives its name. */
 static void write_temp(char path[64], const char *content, size_t len)
 {
@@ -547,6 +649,50 @@ static void write_temp(char path[64], const char *content, size_t len)
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, content, len), (ssize_t)len);
 	assert_int_equal(close(fd), 0);
+}
+
+/* Learned keys are kept per auth_file user, only for the secret they belong to, and survive a reload that keeps
+ * that secret. */
+static void test_auth_user_scram_keys(void **state)
+{
+	static const char v1[] = "\"scram\" \"" RFC_SECRET "\"\n\"plain\" \"pencil\"\n\"gone\" \"" RFC_SECRET "\"\n";
+	static const char v2[] = "\"scram\" \"" RFC_SECRET "\"\n\"plain\" \"pencil\"\n";
+	static const char v3[] = "\"scram\" \"" PG15_SCRAM_PENCIL "\"\n";
+	struct auth_user *users = NULL, *fresh = NULL, *third = NULL;
+	uint8_t key[SCRAM_KEY_LEN];
+	char path[64], err[256];
+
+	(void)state;
+	learn_rfc_client_key(key);
+	write_temp(path, v1, strlen(v1));
+	assert_int_equal(auth_file_load(path, &users, err, sizeof(err)), 0);
+	unlink(path);
+	auth_user_remember_scram_key(users, "plain", "pencil", key);	/* not a SCRAM secret */
+	assert_false(auth_user_find(users, "plain")->has_scram_client_key);
+	auth_user_remember_scram_key(users, "scram", PG15_SCRAM_PENCIL, key);	/* secret changed meanwhile */
+	assert_false(auth_user_find(users, "scram")->has_scram_client_key);
+	auth_user_remember_scram_key(users, "nobody", RFC_SECRET, key);
+	auth_user_remember_scram_key(users, "scram", RFC_SECRET, key);
+	assert_true(auth_user_find(users, "scram")->has_scram_client_key);
+	assert_memory_equal(auth_user_find(users, "scram")->scram_client_key, key, SCRAM_KEY_LEN);
+	assert_false(auth_user_find(users, "gone")->has_scram_client_key);
+
+	write_temp(path, v2, strlen(v2));
+	assert_int_equal(auth_file_load(path, &fresh, err, sizeof(err)), 0);
+	unlink(path);
+	auth_users_carry_scram_keys(fresh, users);
+	assert_true(auth_user_find(fresh, "scram")->has_scram_client_key);
+	assert_memory_equal(auth_user_find(fresh, "scram")->scram_client_key, key, SCRAM_KEY_LEN);
+	assert_false(auth_user_find(fresh, "plain")->has_scram_client_key);
+
+	write_temp(path, v3, strlen(v3));
+	assert_int_equal(auth_file_load(path, &third, err, sizeof(err)), 0);
+	unlink(path);
+	auth_users_carry_scram_keys(third, fresh);	/* the secret changed: the old key is useless */
+	assert_false(auth_user_find(third, "scram")->has_scram_client_key);
+	auth_users_free(&users);
+	auth_users_free(&fresh);
+	auth_users_free(&third);
 }
 
 static void test_auth_file_good(void **state)
@@ -673,6 +819,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_client_verify_malformed, reset_hooks, reset_hooks),
 		cmocka_unit_test_setup_teardown(test_out_of_sequence, reset_hooks, reset_hooks),
 		cmocka_unit_test_setup_teardown(test_state_clear_wipes, reset_hooks, reset_hooks),
+		cmocka_unit_test_setup_teardown(test_passthrough_rfc7677, reset_hooks, reset_hooks),
+		cmocka_unit_test_setup_teardown(test_passthrough_roundtrip_and_mismatch, reset_hooks, reset_hooks),
+		cmocka_unit_test_setup_teardown(test_passthrough_bad_inputs, reset_hooks, reset_hooks),
+		cmocka_unit_test_setup_teardown(test_auth_user_scram_keys, reset_hooks, reset_hooks),
 		cmocka_unit_test(test_secret_kind),
 		cmocka_unit_test(test_md5_known_answers),
 		cmocka_unit_test(test_md5_check_response),
