@@ -172,9 +172,18 @@ note "loading contrib/parlant/schema.sql and sample_data.sql"
 "${PSQL[@]}" -U "$DBUSER" -d "$DB" -f "$here/contrib/parlant/schema.sql" -f "$here/contrib/parlant/sample_data.sql" >/dev/null ||
 	die "loading contrib/parlant/*.sql failed"
 "${PSQL[@]}" -U postgres -d "$DB" -c "VACUUM ANALYZE"
+# What the lookups return over the hot set (rows per call on average), for the header.
+hot_rows=$("${PSQL[@]}" -U "$DBUSER" -d "$DB" -At -F ' ' -c "
+	SELECT (SELECT count(*) FROM parlant_agent WHERE id BETWEEN 1 AND $HOT_AGENTS)::numeric / $HOT_AGENTS,
+	       round((SELECT count(*) FROM parlant_agent_tool WHERE agent_id BETWEEN 1 AND $HOT_AGENTS AND enabled)::numeric / $HOT_AGENTS, 1),
+	       round((SELECT sum(least(50, greatest(0, n - o))) FROM
+	                (SELECT session_id, count(*) AS n FROM parlant_event WHERE session_id BETWEEN 1 AND $HOT_SESSIONS GROUP BY session_id) AS s
+	                CROSS JOIN generate_series(0, 2) AS o)::numeric / (3 * $HOT_SESSIONS), 1)")
+read -r rows_agent rows_tools rows_events <<<"$hot_rows"
 
 # 2. The poolers -----------------------------------------------------------------------------------------------
 printf '"%s" ""\n' "$DBUSER" >"$work/userlist.txt"
+chmod 600 "$work/userlist.txt"
 pooler_common="listen_addr = 127.0.0.1
 auth_type = trust
 auth_file = $work/userlist.txt
@@ -406,6 +415,7 @@ failures=()
 	for v in "${versions[@]}"; do echo "# $v"; done
 	echo "# pgbench: $CLIENTS clients, -j $THREADS, $SECS s per measured pass after a $WARM s warm-up pass of the same lookup and mode;" \
 		"hot set: agents 1..$HOT_AGENTS, sessions 1..$HOT_SESSIONS (offsets 0..2)"
+	echo "# rows per call on average: agent $(printf '%.1f' "$rows_agent"), tools $rows_tools, events $rows_events"
 	echo "# parley-on [cache]: parlant_agent = 300, parlant_tool = 600, parlant_agent_tool = 600, parlant_event = 60;" \
 		"[parley]: $(printf '%s' "$CACHE_SETTINGS" | paste -sd';' - | sed 's/;/; /g')"
 }
