@@ -154,6 +154,22 @@ static inline void emit(struct nstate *ns, char c)
 	emit_slow(ns, c);
 }
 
+/* Appends the bytes p[0..n) lower-cased (ASCII only), in one copy when they fit. */
+static void emit_lower(struct nstate *ns, const char *p, size_t n)
+{
+	if (ns->pos + n < ns->outlen) {
+		char *o = ns->out + ns->pos;
+		for (size_t k = 0; k < n; k++) {
+			char d = p[k];
+			o[k] = (d >= 'A' && d <= 'Z') ? (char)(d | 0x20) : d;
+		}
+		ns->pos += n;
+		return;
+	}
+	for (size_t k = 0; k < n; k++)
+		emit(ns, (p[k] >= 'A' && p[k] <= 'Z') ? (char)(p[k] | 0x20) : p[k]);
+}
+
 static void emit_str(struct nstate *ns, const char *s)
 {
 	while (*s)
@@ -186,14 +202,28 @@ static inline bool is_space(unsigned char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
+/* Character classes: bit 1 = may start an identifier, bit 2 = may continue one. */
+static const unsigned char char_class[256] = {
+	['$'] = 2,
+	['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2, ['5'] = 2, ['6'] = 2, ['7'] = 2, ['8'] = 2, ['9'] = 2,
+	['_'] = 3,
+	['A'] = 3, ['B'] = 3, ['C'] = 3, ['D'] = 3, ['E'] = 3, ['F'] = 3, ['G'] = 3, ['H'] = 3, ['I'] = 3, ['J'] = 3,
+	['K'] = 3, ['L'] = 3, ['M'] = 3, ['N'] = 3, ['O'] = 3, ['P'] = 3, ['Q'] = 3, ['R'] = 3, ['S'] = 3, ['T'] = 3,
+	['U'] = 3, ['V'] = 3, ['W'] = 3, ['X'] = 3, ['Y'] = 3, ['Z'] = 3,
+	['a'] = 3, ['b'] = 3, ['c'] = 3, ['d'] = 3, ['e'] = 3, ['f'] = 3, ['g'] = 3, ['h'] = 3, ['i'] = 3, ['j'] = 3,
+	['k'] = 3, ['l'] = 3, ['m'] = 3, ['n'] = 3, ['o'] = 3, ['p'] = 3, ['q'] = 3, ['r'] = 3, ['s'] = 3, ['t'] = 3,
+	['u'] = 3, ['v'] = 3, ['w'] = 3, ['x'] = 3, ['y'] = 3, ['z'] = 3,
+	[0x80 ... 0xff] = 3,
+};
+
 static inline bool is_ident_start(unsigned char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+	return char_class[c] & 1;
 }
 
 static inline bool is_ident_cont(unsigned char c)
 {
-	return is_ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+	return char_class[c] & 2;
 }
 
 static inline bool is_digit(unsigned char c)
@@ -562,11 +592,12 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 				i++;
 			}
 		} else if (is_ident_start(c)) {
+			size_t j = i + 1;
+			while (j < len && is_ident_cont((unsigned char)sql[j]))
+				j++;
 			begin_token(&ns, TK_WORD);
-			while (i < len && is_ident_cont((unsigned char)sql[i])) {
-				char d = sql[i++];
-				emit(&ns, (d >= 'A' && d <= 'Z') ? (char)(d | 0x20) : d);
-			}
+			emit_lower(&ns, sql + i, j - i);
+			i = j;
 		} else if (c == ':' && i + 1 < len && sql[i + 1] == ':') {
 			begin_token(&ns, TK_CAST);
 			emit(&ns, ':');
@@ -968,6 +999,7 @@ struct cls {
 	const char *volatile_reason;     /* first volatile/unknown function reason */
 	const char *locking_reason;
 	bool unknown_writes;             /* something that may write tables we cannot name */
+	bool set_config;                 /* calls set_config(): changes a setting we cannot name */
 	struct occ occ[MAX_OCC];         /* last: not cleared between classifications (add_occ sets what it uses) */
 };
 
@@ -1104,7 +1136,8 @@ static const char *const safe_funcs[] = {
 	"ts_rank", "ts_rank_cd", "ts_headline", "translate", "trim", "trunc", "unnest", "upper", "var_pop",
 	"var_samp", "variance", "width_bucket", "array_fill", "array_dims", "array_ndims", "jsonb_array_append",
 	"json_populate_recordset", "jsonb_populate_recordset", "jsonb_to_recordset", "json_to_record",
-	"json_to_recordset", "num_nonnulls", "num_nulls",
+	"json_to_recordset", "num_nonnulls", "num_nulls", "pg_typeof", "current_schema", "current_schemas",
+	"current_database", "pg_size_pretty",
 };
 
 static const char *const volatile_funcs[] = {
@@ -1119,6 +1152,14 @@ static const char *const volatile_funcs[] = {
 	"inet_client_port", "inet_server_addr", "inet_server_port", "pg_postmaster_start_time", "version",
 	"pg_is_in_recovery", "pg_current_wal_lsn", "pg_cancel_backend", "pg_terminate_backend", "txid_snapshot_xmax",
 	"txid_current_snapshot", "pg_current_snapshot", "localtimestamp", "current_timestamp", "current_date",
+	/* stable, but their results follow catalogs or grants that no table write announces */
+	"has_table_privilege", "has_schema_privilege", "has_column_privilege", "has_database_privilege",
+	"has_function_privilege", "has_sequence_privilege", "has_any_column_privilege", "pg_has_role",
+	"format_type", "pg_get_expr", "pg_get_indexdef", "pg_get_constraintdef", "pg_get_viewdef",
+	"pg_get_serial_sequence", "pg_get_userbyid", "pg_get_functiondef", "obj_description", "col_description",
+	"shobj_description", "to_regclass", "to_regtype", "to_regproc", "to_regnamespace", "to_regrole",
+	"pg_table_is_visible", "pg_type_is_visible", "pg_relation_size", "pg_total_relation_size",
+	"pg_table_size", "pg_indexes_size", "pg_database_size",
 };
 
 static bool in_list(const char *const *list, size_t n, const char *name)
@@ -1157,6 +1198,8 @@ static void func_call(struct cls *c, const struct jnode *b)
 	}
 	if (in_list(safe_funcs, ARRAY_SIZE(safe_funcs), name))
 		return;
+	if (!strcmp(name, "set_config"))
+		c->set_config = true;
 	if (in_list(volatile_funcs, ARRAY_SIZE(volatile_funcs), name)) {
 		set_volatile(c, intern_reason("volatile function ", name, "()", "volatile function"));
 		return;
@@ -1783,7 +1826,14 @@ static enum shape_kind classify_stmt(struct cls *c, const struct jnode *stmt)
 		return SHAPE_OTHER;
 	if (!strcmp(type, "SelectStmt")) {
 		select_stmt(c, b, true);
-		return c->modifying_cte || c->select_into ? SHAPE_WRITE : SHAPE_READ;
+		if (c->modifying_cte || c->select_into)
+			return SHAPE_WRITE;
+		if (c->set_config) {
+			/* SELECT set_config('name', …): a SET of a variable the text does not pin (the name is a literal) */
+			c->s->var_name[0] = '\0';
+			return SHAPE_SET;
+		}
+		return SHAPE_READ;
 	}
 	if (!strcmp(type, "InsertStmt") || !strcmp(type, "UpdateStmt") || !strcmp(type, "DeleteStmt") ||
 	    !strcmp(type, "MergeStmt")) {

@@ -20,7 +20,8 @@ enum shape_kind {
 	SHAPE_TX_COMMIT,   /* COMMIT / END / COMMIT PREPARED */
 	SHAPE_TX_ROLLBACK, /* ROLLBACK / ABORT (not ROLLBACK TO SAVEPOINT, which is SHAPE_OTHER) */
 	SHAPE_SET_ROLE,    /* SET [SESSION|LOCAL] ROLE, SET SESSION AUTHORIZATION, RESET ROLE / SESSION AUTHORIZATION, RESET ALL */
-	SHAPE_SET,         /* other SET / RESET (search_path, TimeZone, …); var_name says which */
+	SHAPE_SET,         /* other SET / RESET (search_path, TimeZone, …); var_name says which ("" = unknown: a SELECT
+			    * calling set_config(), whose variable is a literal that varies within the shape) */
 	SHAPE_MULTI,       /* several statements in one text: never cacheable; tables_written is the union */
 	SHAPE_OTHER,       /* anything else (SAVEPOINT, LISTEN, DISCARD, EXPLAIN, CALL, DO, PREPARE, …) */
 	SHAPE_UNPARSED     /* libpg_query could not parse it: goes to PostgreSQL untouched, never cached */
@@ -33,7 +34,8 @@ enum pin_src { PIN_NONE = 0, PIN_PARAM, PIN_LITERAL };
 struct shape_pin {
 	char column[SHAPE_NAME_MAX]; /* lower-cased unless it was quoted */
 	enum pin_src src;
-	int index;                   /* PIN_PARAM: parameter number n of $n (1-based); PIN_LITERAL: literal index (0-based, see shape_lits) */
+	int index;                   /* PIN_PARAM: parameter number n of $n (1-based); PIN_LITERAL: literal index (0-based, see
+				      * shape_lits; an index >= lits->n has no known value: treat it as unpinned) */
 };
 
 /* A table a statement reads, with the equalities every returned row of that table satisfies (top-level AND
@@ -65,7 +67,8 @@ struct shape {
 	bool has_locking;            /* FOR UPDATE / FOR SHARE / … */
 	bool has_volatile;           /* a function not on the known-immutable/stable-safe list, or a time/random/sequence one */
 	bool uses_temp;              /* pg_temp schema, or a table created TEMP earlier is not knowable: only pg_temp.* counts */
-	char var_name[SHAPE_NAME_MAX]; /* SHAPE_SET: the variable (lower-cased), e.g. "search_path"; "" for RESET ALL */
+	char var_name[SHAPE_NAME_MAX]; /* SHAPE_SET: the variable (lower-cased), e.g. "search_path"; "" for RESET ALL;
+					* SHAPE_MULTI: "role" when a statement changes the role, else the first SET variable */
 
 	int nread;
 	struct shape_read_table read[SHAPE_MAX_TABLES];
@@ -74,7 +77,9 @@ struct shape {
 	int nwritten;                /* tables written (WRITE, DDL, TRUNCATE, MULTI) */
 	char written[SHAPE_MAX_TABLES][SHAPE_NAME_MAX];
 	bool write_all_tables;       /* a write whose tables are not all known (overflow, DDL on a schema, DROP OWNED, …):
-				      * invalidate everything */
+				      * invalidate everything. Also set on SHAPE_UNPARSED (a newer server may accept it), on
+				      * CALL / DO / EXECUTE (SHAPE_OTHER), on COMMIT PREPARED, and on a READ that calls a function
+				      * not known to be free of writes (user functions) */
 	int nrows;                   /* WRITE of exactly one table: touched-row descriptions; 0 = table-level */
 	struct shape_write_row rows[SHAPE_MAX_ROWS];
 

@@ -315,6 +315,11 @@ static const struct cls_case cls_cases[] = {
 	{ "SELECT * FROM pg_temp.x", SHAPE_READ, false, "temporary", "x[]", "", "", F_TEMP, NULL },
 	{ "SELECT * FROM t TABLESAMPLE SYSTEM (1)", SHAPE_READ, false, "TABLESAMPLE", "t[]", "", "", F_VOL, NULL },
 	{ "SHOW search_path", SHAPE_READ, false, "SHOW", "", "", "", 0, NULL },
+	{ "SELECT * FROM t WHERE owner = current_setting('app.user')", SHAPE_READ, false, "current_setting()", "t[]",
+	  "", "", F_VOL, NULL },
+	{ "SELECT has_table_privilege('t', 'select')", SHAPE_READ, false, "has_table_privilege()", "", "", "", F_VOL,
+	  NULL },
+	{ "SELECT set_config('app.user', $1, false)", SHAPE_SET, false, NULL, "", "", "", F_VOL, "" },
 	{ "SELECT 1 INTO t2", SHAPE_WRITE, false, "SELECT INTO", "", "t2", "", 0, NULL },
 	/* writes */
 	{ "UPDATE parlant_agent SET name=$2 WHERE id=$1", SHAPE_WRITE, false, "not a read", "", "parlant_agent",
