@@ -512,6 +512,68 @@ static void test_nul_byte_is_unparsed(void **state)
 	shape_unref(s);
 }
 
+/* Random statements assembled from SQL fragments: every one gets a consistent classification, never a crash. */
+static void test_get_random_statements(void **state)
+{
+	static const char *const frag[] = {
+		"SELECT ", "* ", "FROM ", "t ", "a ", "JOIN ", "ON ", "WHERE ", "id ", "= ", "$1 ", "'x' ", "5 ",
+		"AND ", "OR ", "( ", ") ", "WITH ", "AS ", "UPDATE ", "SET ", "INSERT ", "INTO ", "VALUES ", "DELETE ",
+		"RETURNING ", "UNION ", "FOR UPDATE ", "now() ", "count(*) ", ", ", "; ", "t.id ", "IN ", "EXISTS ",
+		"ORDER BY ", "LIMIT ", "::int ", "BEGIN ", "COMMIT ", "TRUNCATE ", "CREATE TABLE ", "DROP TABLE ",
+		"LEFT JOIN ", "lateral ", "(SELECT 1) ", "f(x) ", "E'\\n' ", "$$q$$ ", "-- c\n", "/* c */ ",
+	};
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+	char sql[512];
+	(void)state;
+	for (int iter = 0; iter < 1500; iter++) {
+		size_t len = 0;
+		int nfrag = 1 + iter % 14;
+		for (int k = 0; k < nfrag; k++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			const char *f = frag[x % (sizeof(frag) / sizeof(frag[0]))];
+			size_t fl = strlen(f);
+			memcpy(sql + len, f, fl);
+			len += fl;
+		}
+		struct shape_lits l;
+		struct shape *s = shape_get(sql, len, &l);
+		assert_non_null(s);
+		assert_true(s->cacheable_kind == (s->not_cacheable == NULL));
+		assert_true(!s->cacheable_kind || s->kind == SHAPE_READ);
+		assert_true(s->nread >= 0 && s->nread <= SHAPE_MAX_TABLES);
+		assert_true(s->nwritten >= 0 && s->nwritten <= SHAPE_MAX_TABLES);
+		assert_true(s->nrows >= 0 && s->nrows <= SHAPE_MAX_ROWS);
+		assert_true(s->nrows == 0 || (s->kind == SHAPE_WRITE && s->nwritten == 1));
+		for (int r = 0; r < s->nrows; r++)
+			for (int p = 0; p < s->rows[r].npins; p++)
+				assert_true(s->rows[r].pins[p].src != PIN_LITERAL || s->rows[r].pins[p].index < l.n);
+		for (int t = 0; t < s->nread; t++)
+			for (int p = 0; p < s->read[t].npins; p++)
+				assert_true(s->read[t].pins[p].src != PIN_LITERAL || s->read[t].pins[p].index < l.n);
+		shape_unref(s);
+	}
+}
+
+/* A parse tree too deep to walk is treated as opaque: not cacheable, and a write to every table. */
+static void test_deep_expression_is_opaque(void **state)
+{
+	size_t n = 3000, len = 0;
+	char *sql = malloc(16 + n * 4);
+	(void)state;
+	assert_non_null(sql);
+	len += (size_t)sprintf(sql, "SELECT 1");
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)sprintf(sql + len, "+%zu", i % 10);
+	struct shape *s = shape_get(sql, len, NULL);
+	assert_false(s->cacheable_kind);
+	assert_true(s->write_all_tables);
+	assert_true(s->kind == SHAPE_OTHER || s->kind == SHAPE_UNPARSED);
+	shape_unref(s);
+	free(sql);
+}
+
 /* ---- memo, LRU, refcounts, overrides ---- */
 
 static void test_memo_hit_returns_same_shape(void **state)
@@ -714,6 +776,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_literal_pins_follow_the_text, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_unparsed_does_not_poison_shape, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_nul_byte_is_unparsed, setup_shapes, teardown_shapes),
+		cmocka_unit_test_setup_teardown(test_get_random_statements, setup_shapes, teardown_shapes),
+		cmocka_unit_test_setup_teardown(test_deep_expression_is_opaque, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_memo_hit_returns_same_shape, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_lru_bound_and_refcounts, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_foreach_and_count, setup_shapes, teardown_shapes),
