@@ -17,6 +17,8 @@ PACKAGES=(
 	pgbouncer pgpool2
 	# integration tests
 	python3 python3-psycopg python3-psycopg2 python3-pytest
+	# the metrics tests: promtool check metrics/rules and a real Prometheus server scraping parley
+	prometheus
 	# (clang, for the fuzzers, is not needed yet)
 )
 

@@ -1,5 +1,7 @@
 /* main.c — command line, daemonizing, listeners, signals, the event loop and its shutdown. */
 #include "parley.h"
+#include "metrics.h"
+#include "stats.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -14,6 +16,7 @@ struct parley_state g;
 static char unix_socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static bool pidfile_written;
 static struct event *ev_signals[5];
+static struct event *ev_stats;      /* fires every stats_period: stats_period_tick */
 
 static void usage(FILE *to)
 {
@@ -256,15 +259,15 @@ static void log_config_warnings(const struct parley_config *cfg)
 	}
 }
 
-/* SIGHUP: load the file again; a broken file leaves the running configuration in place. */
-static void reload_config(void)
+/* SIGHUP and admin RELOAD: load the file again; a broken file leaves the running configuration in place. */
+void parley_reload(void)
 {
 	struct parley_config fresh;
 	struct auth_user *users = NULL;
 	char err[1024];
 	const char *path = g.cfg.config_file;
 
-	log_info("got SIGHUP, reloading %s", path);
+	log_info("reloading %s", path);
 	if (config_load(path, &fresh, err, sizeof(err)) < 0) {
 		log_error("reload failed, keeping the running configuration: %s", err);
 		return;
@@ -296,7 +299,40 @@ static void reload_config(void)
 	apply_log_settings(cli_verbose);
 	log_config_warnings(&g.cfg);
 	pool_reload();
+	/* The metrics listener moves when its address or port changed (metrics_start does nothing otherwise). */
+	if (metrics_start(g.base, g.cfg.metrics_listen_addr, g.cfg.metrics_port) < 0)
+		log_error("metrics endpoint not available after reload");
 	log_info("configuration reloaded");
+}
+
+void parley_shutdown(enum shutdown_mode mode)
+{
+	if (mode == SHUTDOWN_NONE) {
+		/* at once: finish the current callbacks (so replies already queued are flushed by close_everything) */
+		event_base_loopexit(g.base, NULL);
+		return;
+	}
+	g.shutdown = mode;
+	parley_stop_listening();
+	parley_check_shutdown();
+}
+
+void parley_settings_changed(void)
+{
+	apply_log_settings(cli_verbose);
+	pool_reload();
+}
+
+/* Every stats_period (re-read each time, so SET and RELOAD apply): averages and the utilization watchdog. */
+static void stats_cb(evutil_socket_t fd, short what, void *arg)
+{
+	usec_t period = g.cfg.stats_period > 0 ? g.cfg.stats_period : 60 * USEC_PER_SEC;
+	struct timeval tv = { (time_t)(period / USEC_PER_SEC), (suseconds_t)(period % USEC_PER_SEC) };
+	(void)fd;
+	(void)what;
+	(void)arg;
+	stats_period_tick(now_usec());
+	evtimer_add(ev_stats, &tv);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -305,23 +341,20 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	(void)arg;
 	switch (sig) {
 	case SIGHUP:
-		reload_config();
+		log_info("got SIGHUP");
+		parley_reload();
 		break;
 	case SIGINT:
 		log_info("got SIGINT, shutting down once running queries finish");
-		g.shutdown = SHUTDOWN_SAFE;
-		parley_stop_listening();
-		parley_check_shutdown();
+		parley_shutdown(SHUTDOWN_SAFE);
 		break;
 	case SIGTERM:
 		log_info("got SIGTERM, shutting down once all clients disconnect");
-		g.shutdown = SHUTDOWN_WAIT_CLIENTS;
-		parley_stop_listening();
-		parley_check_shutdown();
+		parley_shutdown(SHUTDOWN_WAIT_CLIENTS);
 		break;
 	case SIGQUIT:
 		log_info("got SIGQUIT, exiting immediately");
-		event_base_loopbreak(g.base);
+		parley_shutdown(SHUTDOWN_NONE);
 		break;
 	default:
 		break;
@@ -334,6 +367,7 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	pool_janitor();
+	admin_janitor();
 	parley_check_shutdown();
 }
 
@@ -475,6 +509,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	g.start_time = now_usec();
+	/* before the pooler's listeners, so the metrics port is up once the main port accepts */
+	if (metrics_start(g.base, g.cfg.metrics_listen_addr, g.cfg.metrics_port) < 0)
+		return 1;
 	if (open_listeners() < 0)
 		return 1;
 	if (g.cfg.pidfile && *g.cfg.pidfile && write_pidfile(g.cfg.pidfile) < 0)
@@ -482,6 +519,13 @@ int main(int argc, char **argv)
 	g.ev_reaper = event_new(g.base, -1, 0, reaper_cb, NULL);
 	g.ev_janitor = event_new(g.base, -1, EV_PERSIST, janitor_cb, NULL);
 	event_add(g.ev_janitor, &janitor_tv);
+	stats_init();
+	ev_stats = evtimer_new(g.base, stats_cb, NULL);
+	{
+		usec_t period = g.cfg.stats_period > 0 ? g.cfg.stats_period : 60 * USEC_PER_SEC;
+		struct timeval tv = { (time_t)(period / USEC_PER_SEC), (suseconds_t)(period % USEC_PER_SEC) };
+		evtimer_add(ev_stats, &tv);
+	}
 	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++) {
 		ev_signals[i] = evsignal_new(g.base, sigs[i], signal_cb, NULL);
 		event_add(ev_signals[i], NULL);
@@ -494,6 +538,9 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++)
 		event_free(ev_signals[i]);
 	event_free(g.ev_janitor);
+	event_free(ev_stats);
+	metrics_stop();
+	stats_shutdown();
 	event_free(g.ev_reaper);
 	g.ev_reaper = NULL;
 	pool_free_all();

@@ -134,6 +134,16 @@ struct server {
 	struct event *ev_timer;      /* connect timeout */
 };
 
+/* Buckets of the client wait-time histogram (stats.c defines the bounds; the last one is +Inf). */
+#define POOL_WAIT_BUCKETS 12
+
+/* A pool's cumulative counters at one moment (stats.c takes one every stats_period for SHOW STATS_AVERAGES). */
+struct pool_stat_snapshot {
+	usec_t at;                       /* monotonic time of the snapshot, 0 = never taken */
+	uint64_t xact_count, query_count, assign_count, closed_count, bytes_in, bytes_out;
+	usec_t xact_time, query_time, wait_time, server_lifetime;
+};
+
 /* A pool: server connections for one (database, user) pair and the clients that use them. */
 struct pool {
 	char key[NAME_MAX_LEN * 2 + 2];  /* "db\x01user" */
@@ -174,6 +184,15 @@ struct pool {
 	uint64_t stat_xact_count, stat_query_count, stat_bytes_in, stat_bytes_out;
 	usec_t stat_xact_time, stat_query_time, stat_wait_time;
 	usec_t max_wait_seen;
+	/* statistics kept by stats.c (read by admin.c and metrics.c); the data path keeps the stat_* counters above */
+	uint64_t stat_assign_count;      /* times a server was linked to a client (PgBouncer's server_assignment_count) */
+	uint64_t stat_cached_count;      /* requests answered from the cache (also counted in stat_query_count) */
+	uint64_t stat_slow_count;        /* requests that took at least slow_query_threshold */
+	uint64_t stat_closed_count;      /* server connections closed (stats_server_closed) */
+	usec_t stat_server_lifetime;     /* summed age of the closed server connections */
+	uint64_t stat_wait_hist[POOL_WAIT_BUCKETS]; /* client waits per bucket of stats.c's wait bounds (not cumulative) */
+	struct pool_stat_snapshot stat_prev, stat_cur; /* totals at the last two stats_period ticks, for the averages */
+	usec_t stat_last_warn;           /* when the utilization watchdog last warned about this pool (monotonic) */
 };
 
 enum shutdown_mode { SHUTDOWN_NONE, SHUTDOWN_SAFE /* SIGINT */, SHUTDOWN_WAIT_CLIENTS /* SIGTERM */ };
@@ -259,10 +278,19 @@ void pool_reload(void);
 /* admin.c */
 bool admin_is_console_db(const char *dbname);
 void admin_handle_query(struct client *c, const char *sql);
+/* Periodic work of the console (main.c's janitor): answers PAUSE commands whose servers are all gone. */
+void admin_janitor(void);
 
 /* main.c */
 void parley_request_reap(void);
 void parley_check_shutdown(void);
 void parley_stop_listening(void);
+/* Reloads the configuration file (SIGHUP, admin RELOAD); a broken file keeps the running configuration. */
+void parley_reload(void);
+/* Starts a shutdown (signals, admin SHUTDOWN): SHUTDOWN_SAFE waits for running queries, SHUTDOWN_WAIT_CLIENTS for
+ * clients to leave, SHUTDOWN_NONE here means exit at once. */
+void parley_shutdown(enum shutdown_mode mode);
+/* Applies settings changed in g.cfg by admin SET: logging, pool sizes. */
+void parley_settings_changed(void);
 
 #endif

@@ -1,5 +1,6 @@
 /* pool.c — pools keyed by (database, user): server assignment, the FIFO wait queue, sizing and timeouts. */
 #include "parley.h"
+#include "stats.h"
 
 /* Copies src into a fresh heap string (NULL stays NULL). */
 static char *dup_or_null(const char *s)
@@ -196,12 +197,7 @@ static void link_pair(struct server *sv, struct client *c)
 	sv->link_time = now;
 	sv->expect_rfq = 0;
 	server_change_state(sv, SV_ACTIVE);
-	if (c->state == CL_WAITING) {
-		usec_t waited = now - c->request_time;
-		c->pool->stat_wait_time += waited;
-		if (waited > c->pool->max_wait_seen)
-			c->pool->max_wait_seen = waited;
-	}
+	stats_client_waited(c->pool, c->state == CL_WAITING ? now - c->request_time : 0);
 	pool_client_change_state(c, CL_ACTIVE);
 	server_resume_reading(sv);
 }
