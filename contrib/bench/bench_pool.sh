@@ -87,7 +87,10 @@ chown postgres "$work"/*.ini
 
 "$PARLEY_BIN" -q "$work/parley.ini" >"$work/parley.out" 2>&1 &
 pids+=($!)
-as_pg /usr/sbin/pgbouncer -q "$work/pgbouncer.ini" >"$work/pgbouncer.out" 2>&1 &
+# pgbouncer drops to "postgres" itself (-u), so that $! is pgbouncer and the cleanup's kill reaches it (a
+# runuser in between would be killed and leave pgbouncer running).
+if [ "$(id -u)" = 0 ]; then bouncer_user=(-u postgres); else bouncer_user=(); fi
+/usr/sbin/pgbouncer -q "${bouncer_user[@]}" "$work/pgbouncer.ini" >"$work/pgbouncer.out" 2>&1 &
 pids+=($!)
 for port in $PARLEY_PORT $BOUNCER_PORT; do
 	for _ in $(seq 50); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
@@ -103,6 +106,7 @@ run() { # target port clients mode script -> tps
 	echo "$out" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | tail -1
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 printf '%-12s %-9s %7s %12s %12s %12s %10s\n' script mode clients direct pgbouncer parley parley/pgb
 for script in $SCRIPTS; do
 	for mode in $MODES; do
@@ -116,3 +120,6 @@ for script in $SCRIPTS; do
 	done
 done
 echo "# pool size $POOL, transaction mode, $SECS s per run, pgbench -j $THREADS, scale $SCALE, $(nproc) cores" >&2
+# pgbench, PostgreSQL and the poolers share the machine's cores: other load skews the numbers, so say how much
+# there was (on a quiet machine the 1-minute load stays near the number of pgbench threads plus one or two).
+echo "# load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
