@@ -196,8 +196,8 @@ static void client_unlink_server(struct client *c)
 		return;
 	c->server = NULL;
 	sv->client = NULL;
-	if (sv->internal || sv->expect_rfq > 0 || sv->tx_status != 'I' || sv->s.pkt_remain > 0 ||
-	    evbuffer_get_length(sv->s.in) > 0)
+	if (sv->internal || relay_server_busy(sv) || sv->tx_status != 'I' || sv->s.pkt_remain > 0 ||
+	    c->s.pkt_remain > 0 || evbuffer_get_length(sv->s.in) > 0)
 		server_disconnect(sv, "client disconnected while server was busy");
 	else
 		pool_release_server(sv);
@@ -223,6 +223,7 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *reaso
 			 reason, (long long)((now_usec() - c->connect_time) / USEC_PER_SEC));
 	}
 	client_unlink_server(c);
+	relay_client_free(c);
 	if (c->cancel_hash_key)
 		HASH_DELETE(hh_cancel, g.clients_by_key, c);
 	c->cancel_hash_key = 0;
@@ -257,6 +258,8 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	c->s.bytes_in += (uint64_t)n;
+	if (c->pool)
+		c->pool->stat_bytes_in += (uint64_t)n;
 	c->last_active = now_usec();
 	client_process(c);
 }
@@ -744,17 +747,6 @@ static void client_login_step(struct client *c)
 
 /* ---- forwarding ---- */
 
-/* Copies n bytes at offset off of buf into dst; false if the buffer is shorter. */
-static bool peek_at(struct evbuffer *buf, size_t off, void *dst, size_t n)
-{
-	struct evbuffer_ptr pos;
-	if (evbuffer_get_length(buf) < off + n)
-		return false;
-	if (evbuffer_ptr_set(buf, &pos, off, EVBUFFER_PTR_SET) < 0)
-		return false;
-	return evbuffer_copyout_from(buf, &pos, dst, n) == (ssize_t)n;
-}
-
 /* Builds SET statements for tracked parameters where the server's value differs from the client's. */
 static bool client_vars_sql(const struct client *c, const struct server *sv, char *sql, size_t len)
 {
@@ -779,7 +771,7 @@ static bool client_vars_sql(const struct client *c, const struct server *sv, cha
 }
 
 /* After a server is linked: starts a SET for parameters that differ; true if the client must wait for it. */
-static bool client_sync_vars(struct client *c)
+bool client_sync_vars(struct client *c)
 {
 	char sql[VAR_COUNT * (VAR_VALUE_MAX * 2 + 40)];
 	struct server *sv = c->server;
@@ -798,81 +790,6 @@ void client_server_linked(struct client *c)
 	if (c->state == CL_ACTIVE)
 		sock_want_read(&c->s, true);
 	client_process(c);
-}
-
-/* Passes the client's messages to its server, linking one first when needed. */
-static void client_forward(struct client *c)
-{
-	struct evbuffer *in = c->s.in;
-	size_t batch = 0;
-	uint8_t hdr[5];
-	const char *why;
-	struct server *sv;
-
-	for (;;) {
-		size_t avail = evbuffer_get_length(in) - batch;
-		struct pkt_header h;
-		enum proto_rc rc;
-
-		if (avail == 0)
-			break;
-		if (c->s.pkt_remain > 0) {
-			size_t take = avail < c->s.pkt_remain ? avail : c->s.pkt_remain;
-			batch += take;
-			c->s.pkt_remain -= (uint32_t)take;
-			continue;
-		}
-		if (!peek_at(in, batch, hdr, avail < 5 ? avail : 5) && avail >= 5)
-			break;
-		rc = proto_read_header(hdr, avail < 5 ? avail : 5, (uint32_t)g.cfg.max_packet_size, &h, &why);
-		if (rc == PROTO_BAD) {
-			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
-			return;
-		}
-		if (rc == PROTO_INCOMPLETE)
-			break;
-		if (h.type == FE_TERMINATE) {
-			if (batch == 0) {
-				client_disconnect(c, NULL, "client sent Terminate");
-				return;
-			}
-			break;
-		}
-		if (!c->server) {
-			if (batch > 0)
-				break;
-			c->request_time = now_usec();
-			if (!pool_request_server(c) || client_sync_vars(c))
-				return;
-		}
-		sv = c->server;
-		if (sv->internal)
-			break;
-		if (h.type == FE_QUERY || h.type == FE_SYNC || h.type == FE_FUNCTION_CALL) {
-			if (sv->expect_rfq == 0)
-				sv->query_start = now_usec();
-			sv->expect_rfq++;
-			if (h.type == FE_QUERY)
-				c->query_count++;
-		}
-		c->s.pkt_remain = h.len + 1;
-	}
-	if (batch > 0 && c->server) {
-		sv = c->server;
-		evbuffer_remove_buffer(in, sv->s.out, batch);
-		if (sock_flush(&sv->s) < 0) {
-			server_disconnect(sv, "server socket write failed");
-			return;
-		}
-		if (evbuffer_get_length(sv->s.out) >= OUTBUF_HIGH_WATER)
-			sock_want_read(&c->s, false);
-	}
-	/* A Terminate may follow what was just forwarded. */
-	if (c->state == CL_ACTIVE && c->s.pkt_remain == 0 && evbuffer_get_length(in) >= 5) {
-		uint8_t t;
-		if (peek_at(in, 0, &t, 1) && t == FE_TERMINATE && (!c->server || !c->server->internal))
-			client_disconnect(c, NULL, "client sent Terminate");
-	}
 }
 
 /* Admin console: only simple Query messages. */
@@ -932,7 +849,7 @@ static void client_process(struct client *c)
 		if (!c->pool)
 			client_admin(c);
 		else
-			client_forward(c);
+			relay_client_input(c);
 		break;
 	case CL_WAITING:
 	case CL_WAITING_LOGIN:
@@ -950,5 +867,5 @@ static void client_process(struct client *c)
 void client_on_server_data(struct client *c)
 {
 	if (c->state == CL_ACTIVE && evbuffer_get_length(c->s.in) > 0)
-		client_forward(c);
+		relay_client_input(c);
 }

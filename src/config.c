@@ -48,7 +48,7 @@ static const struct setting settings[] = {
 	S_BOOL("cache_enabled", cache_enabled, "1", R, "serve the tables listed in [cache] from the query cache (off = pooling only)"),
 	S_BYTES("cache_max_entry_size", cache_max_entry_size, "1MB", R, 0, 1073741824.0, "largest result stored in the cache (bytes; kB, MB, GB units)"),
 	S_BYTES("cache_max_memory", cache_max_memory, "256MB", R, 0, 1099511627776.0, "memory for cached results, everything counted (bytes; kB, MB, GB units)"),
-	S_INT("cache_max_shapes", cache_max_shapes, "10000", R, 1, IMAX, "query shapes whose classification is remembered"),
+	S_INT("cache_max_shapes", cache_max_shapes, "2000", NR, 1, IMAX, "query shapes whose classification is remembered"),
 	S_TIME("cache_wait_timeout", cache_wait_timeout, "1", R, "how long a query waits for a concurrent identical fill before going to the server"),
 	C_TIME("cancel_wait_timeout", "10", R, "how long a cancel request may wait for a server connection"),
 	S_TIME("client_idle_timeout", client_idle_timeout, "0", R, "close client connections idle this long (0 = never)"),

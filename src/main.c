@@ -1,5 +1,7 @@
 /* main.c — command line, daemonizing, listeners, signals, the event loop and its shutdown. */
 #include "parley.h"
+#include "cache.h"
+#include "shape.h"
 #include "metrics.h"
 #include "stats.h"
 #include <arpa/inet.h>
@@ -299,6 +301,7 @@ void parley_reload(void)
 	apply_log_settings(cli_verbose);
 	log_config_warnings(&g.cfg);
 	pool_reload();
+	cache_apply_config(&g.cfg);
 	/* The metrics listener moves when its address or port changed (metrics_start does nothing otherwise). */
 	if (metrics_start(g.base, g.cfg.metrics_listen_addr, g.cfg.metrics_port) < 0)
 		log_error("metrics endpoint not available after reload");
@@ -321,6 +324,7 @@ void parley_settings_changed(void)
 {
 	apply_log_settings(cli_verbose);
 	pool_reload();
+	cache_apply_config(&g.cfg);
 }
 
 /* Every stats_period (re-read each time, so SET and RELOAD apply): averages and the utilization watchdog. */
@@ -368,6 +372,7 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	pool_janitor();
 	admin_janitor();
+	cache_sweep(now_usec());
 	parley_check_shutdown();
 }
 
@@ -519,6 +524,11 @@ int main(int argc, char **argv)
 	g.ev_reaper = event_new(g.base, -1, 0, reaper_cb, NULL);
 	g.ev_janitor = event_new(g.base, -1, EV_PERSIST, janitor_cb, NULL);
 	event_add(g.ev_janitor, &janitor_tv);
+	{
+		struct shape_config sc = { g.cfg.cache_max_shapes, g.cfg.cache_max_shapes * 2 };
+		shape_init(&sc);
+	}
+	cache_apply_config(&g.cfg);
 	stats_init();
 	ev_stats = evtimer_new(g.base, stats_cb, NULL);
 	{
@@ -544,6 +554,8 @@ int main(int argc, char **argv)
 	event_free(g.ev_reaper);
 	g.ev_reaper = NULL;
 	pool_free_all();
+	cache_shutdown();
+	shape_shutdown();
 	auth_users_free(&g.auth_users);
 	if (pidfile_written)
 		unlink(g.cfg.pidfile);

@@ -7,6 +7,7 @@
 #include "list.h"
 #include "log.h"
 #include "proto.h"
+#include "relay.h"
 #include <event2/event.h>
 #include <event2/buffer.h>
 #include <netinet/in.h>
@@ -108,6 +109,7 @@ struct client {
 	usec_t last_active;          /* last byte from the client */
 	uint64_t xact_count, query_count;
 	bool send_errors_on_close;
+	struct relay_client *rc;     /* message-level state of the data path (relay.c), created on first use */
 };
 
 struct server {
@@ -132,6 +134,7 @@ struct server {
 	usec_t link_time;            /* when it was given to the current client */
 	usec_t query_start;          /* when the current client request began */
 	struct event *ev_timer;      /* connect timeout */
+	struct relay_server *rs;     /* expected replies, open batches, prepared statements (relay.c) */
 };
 
 /* Buckets of the client wait-time histogram (stats.c defines the bounds; the last one is +Inf). */
@@ -184,6 +187,7 @@ struct pool {
 	uint64_t stat_xact_count, stat_query_count, stat_bytes_in, stat_bytes_out;
 	usec_t stat_xact_time, stat_query_time, stat_wait_time;
 	usec_t max_wait_seen;
+
 	/* statistics kept by stats.c (read by admin.c and metrics.c); the data path keeps the stat_* counters above */
 	uint64_t stat_assign_count;      /* times a server was linked to a client (PgBouncer's server_assignment_count) */
 	uint64_t stat_cached_count;      /* requests answered from the cache (also counted in stat_query_count) */
@@ -244,6 +248,8 @@ void client_send_error(struct client *c, const char *sqlstate, const char *messa
 void client_on_server_data(struct client *c);
 void client_resume_reading(struct client *c);
 void client_handle_cancel(uint32_t pid, uint32_t key);
+/* After a server is linked: starts a SET for tracked parameters that differ; true if the client must wait for it. */
+bool client_sync_vars(struct client *c);
 
 /* server.c */
 struct server *server_launch(struct pool *p);
@@ -255,6 +261,8 @@ void server_internal_query(struct server *sv, const char *sql);
 void server_on_client_data(struct server *sv);
 void server_resume_reading(struct server *sv);
 void server_send_cancel(struct server *sv);
+/* Remembers a ParameterStatus (body without header) on the server and its linked client. */
+void server_param_status(struct server *sv, const uint8_t *body, size_t len);
 
 /* pool.c */
 struct pool *pool_get(const char *dbname, const char *user, const struct db_def *db, const struct user_def *ud);

@@ -1,2 +1,1844 @@
-/* relay.c — placeholder until the message-level data path lands (see relay.h). */
+/* relay.c — the message-level data path: client messages to the server (named statements renamed and re-prepared on
+ * whichever server a client gets), server replies back (expected replies tracked per server so parley can swallow
+ * the replies to its own Parse messages and synthesize the ones it answers itself), cache hits and fills, and
+ * write-through invalidation. */
+#include "parley.h"
 #include "relay.h"
+#include "shape.h"
+#include "cache.h"
+#include "stats.h"
+
+/* Messages up to this size are read whole and inspected; a larger Query/Parse/Bind streams through uninspected (its
+ * batch then invalidates the whole cache when it succeeds). CopyData always streams. */
+#define INSPECT_MAX (64u * 1024 * 1024)
+/* An extended-protocol batch is considered for the cache only if it arrives whole (through Sync) within this size. */
+#define LOOKAHEAD_MAX (256u * 1024)
+/* Version byte at the start of every cache key, bumped when the key layout changes. */
+#define KEY_VERSION 1
+/* Server-side statement names: this prefix and a process-unique number. */
+#define STMT_PREFIX "parley_"
+
+/* ---- a growable byte buffer ---- */
+
+struct bbuf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static void bb_add(struct bbuf *b, const void *d, size_t n)
+{
+	if (b->len + n > b->cap) {
+		size_t nc = b->cap ? b->cap : 256;
+		while (nc < b->len + n)
+			nc *= 2;
+		b->p = xrealloc(b->p, nc);
+		b->cap = nc;
+	}
+	memcpy(b->p + b->len, d, n);
+	b->len += n;
+}
+
+static void bb_u8(struct bbuf *b, uint8_t v)
+{
+	bb_add(b, &v, 1);
+}
+
+static void bb_u32(struct bbuf *b, uint32_t v)
+{
+	uint8_t x[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
+	bb_add(b, x, 4);
+}
+
+static void bb_u64(struct bbuf *b, uint64_t v)
+{
+	bb_u32(b, (uint32_t)(v >> 32));
+	bb_u32(b, (uint32_t)v);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static uint16_t get_u16(const uint8_t *p)
+{
+	return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+/* 64-bit FNV-1a, for fingerprints of session settings (not for keys: keys are compared whole). */
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/* ---- statement definitions, shared by every client ---- */
+
+/* A statement text with its parameter types, as prepared on servers under the name STMT_PREFIX<seq>. */
+struct stmt_def {
+	uint64_t seq;           /* unique for the life of the process */
+	char *key;              /* the text, a NUL, then the raw parameter-type section of the Parse (hash key) */
+	size_t keylen;
+	size_t text_len;
+	struct shape *shape;    /* classification of the text (a reference) */
+	int refs;               /* client statements and unnamed-statement slots pointing here */
+	UT_hash_handle hh;      /* in stmt_defs */
+};
+
+static struct stmt_def *stmt_defs;
+static uint64_t stmt_next_seq = 1;
+
+static struct stmt_def *stmt_def_get(const char *text, size_t tlen, const uint8_t *types, size_t typlen)
+{
+	struct stmt_def *d;
+	size_t klen = tlen + 1 + typlen;
+	char stackkey[1024];
+	char *key = klen <= sizeof(stackkey) ? stackkey : xmalloc(klen);
+
+	memcpy(key, text, tlen);
+	key[tlen] = '\0';
+	memcpy(key + tlen + 1, types, typlen);
+	HASH_FIND(hh, stmt_defs, key, klen, d);
+	if (d) {
+		d->refs++;
+	} else {
+		d = xcalloc(1, sizeof(*d));
+		d->key = xmalloc(klen);
+		memcpy(d->key, key, klen);
+		d->keylen = klen;
+		d->text_len = tlen;
+		d->seq = stmt_next_seq++;
+		d->shape = shape_get(text, tlen, NULL);
+		d->refs = 1;
+		HASH_ADD_KEYPTR(hh, stmt_defs, d->key, d->keylen, d);
+	}
+	if (key != stackkey)
+		free(key);
+	return d;
+}
+
+static void stmt_def_unref(struct stmt_def *d)
+{
+	if (!d || --d->refs > 0)
+		return;
+	HASH_DEL(stmt_defs, d);
+	shape_unref(d->shape);
+	free(d->key);
+	free(d);
+}
+
+/* A named statement of one client. */
+struct client_stmt {
+	char *name;             /* the client's name (hash key) */
+	struct stmt_def *def;   /* reference */
+	UT_hash_handle hh;
+};
+
+/* A statement prepared on one server. */
+struct server_stmt {
+	uint64_t seq;
+	UT_hash_handle hh;
+};
+
+/* ---- writes seen, for invalidation ---- */
+
+/* One table a statement wrote, with the touched-row descriptions resolved to values. */
+struct wrec {
+	struct wrec *next;
+	bool all_tables;                         /* scope unknown: invalidate everything */
+	bool applied;                            /* already applied at a CommandComplete */
+	char table[SHAPE_NAME_MAX];
+	int nrows;                               /* 0 = the whole table */
+	struct cache_write_row rows[SHAPE_MAX_ROWS];
+	char *vals[SHAPE_MAX_ROWS * SHAPE_MAX_PINS]; /* heap copies the rows point into */
+	int nvals;
+	struct shape *shape;                     /* reference: the rows' column names point into it */
+};
+
+static void wrec_free_list(struct wrec *w)
+{
+	while (w) {
+		struct wrec *n = w->next;
+		for (int i = 0; i < w->nvals; i++)
+			free(w->vals[i]);
+		if (w->shape)
+			shape_unref(w->shape);
+		free(w);
+		w = n;
+	}
+}
+
+static void wrec_apply(struct wrec *w)
+{
+	if (w->all_tables)
+		cache_invalidate_all();
+	else
+		cache_invalidate(w->table, w->nrows ? w->rows : NULL, w->nrows);
+	w->applied = true;
+}
+
+/* ---- per-connection relay state ---- */
+
+enum slot_kind { SL_PARSE, SL_BIND, SL_DESCRIBE_S, SL_DESCRIBE_P, SL_EXECUTE, SL_CLOSE, SL_SYNC, SL_QUERY };
+enum slot_action {
+	SA_FORWARD, /* the client sent it: pass the reply on */
+	SA_SWALLOW, /* parley sent it (re-prepare): drop the reply */
+	SA_SYNTH    /* parley answers it itself: nothing was sent, emit the reply when its turn comes */
+};
+
+/* A reply the server (or parley) owes, in order. */
+struct slot {
+	uint8_t kind;           /* enum slot_kind */
+	uint8_t action;         /* enum slot_action */
+	uint8_t synth;          /* SA_SYNTH: the message type to emit ('1' ParseComplete, '3' CloseComplete) */
+	uint64_t seq;           /* SL_PARSE of a named statement: forgotten again if the Parse fails */
+};
+
+/* Everything the client sent up to a Sync (extended protocol), or one Query / FunctionCall. */
+struct group {
+	struct group *next;
+	struct shape *shape;            /* the statement executed (reference) or NULL, for statistics */
+	struct cache_flight *flight;    /* this group's replies fill the cache, or NULL */
+	usec_t start;
+	struct wrec *writes;            /* tables written: invalidated at each CommandComplete and at ReadyForQuery */
+	bool failed;                    /* an ErrorResponse came back */
+	bool closed;                    /* its Sync / Query / FunctionCall was sent */
+};
+
+struct relay_server {
+	struct slot *slots;             /* ring of expected replies */
+	int shead, scount, scap;
+	struct group *ghead, *gtail;    /* groups in the order they were sent; the tail may be open */
+	struct server_stmt *prepared;   /* statements prepared on this server, by seq */
+	bool cur_fill;                  /* the message being streamed goes into the head group's fill */
+};
+
+struct relay_client {
+	struct client_stmt *stmts;      /* named statements, by name */
+	struct stmt_def *unnamed;       /* the unnamed statement (last unnamed Parse), reference or NULL */
+	struct shape *portal_shape;     /* the statement bound to the unnamed portal (reference) or NULL */
+	uint64_t settings_fp;           /* fingerprint of SET statements that change result bytes and are not reported */
+	bool role_changed;              /* SET ROLE / SESSION AUTHORIZATION seen: never served from cache again */
+	bool planned;                   /* the batch at the head of the input has had its cache decision */
+	bool bypass;                    /* the next batch goes to the server without looking at the cache */
+	struct cache_flight *plan_flight; /* the fill decided for the next group, taken by it when it is created */
+	struct cache_waiter *waiter;    /* waiting for another client's fill of the same key */
+	struct event *kick;             /* deferred re-processing of the input after a wait */
+	struct event *wait_timer;       /* bounds the wait */
+	struct wrec *tx_writes;         /* writes of the open transaction, applied again when it ends */
+	struct bbuf key;                /* cache key under construction */
+};
+
+static struct relay_stats rstats;
+
+void relay_get_stats(struct relay_stats *st)
+{
+	*st = rstats;
+}
+
+static struct relay_client *rc_of(struct client *c)
+{
+	if (!c->rc)
+		c->rc = xcalloc(1, sizeof(*c->rc));
+	return c->rc;
+}
+
+static struct relay_server *rs_of(struct server *sv)
+{
+	if (!sv->rs)
+		sv->rs = xcalloc(1, sizeof(*sv->rs));
+	return sv->rs;
+}
+
+/* ---- slots ---- */
+
+static struct slot *slot_head(struct relay_server *rs)
+{
+	return rs->scount ? &rs->slots[rs->shead] : NULL;
+}
+
+static void slot_push(struct relay_server *rs, enum slot_kind kind, enum slot_action action, uint8_t synth, uint64_t seq)
+{
+	struct slot *s;
+	if (rs->scount == rs->scap) {
+		int nc = rs->scap ? rs->scap * 2 : 16;
+		struct slot *ns = xmalloc(sizeof(*ns) * (size_t)nc);
+		for (int i = 0; i < rs->scount; i++)
+			ns[i] = rs->slots[(rs->shead + i) % rs->scap];
+		free(rs->slots);
+		rs->slots = ns;
+		rs->scap = nc;
+		rs->shead = 0;
+	}
+	s = &rs->slots[(rs->shead + rs->scount) % rs->scap];
+	s->kind = (uint8_t)kind;
+	s->action = (uint8_t)action;
+	s->synth = synth;
+	s->seq = seq;
+	rs->scount++;
+}
+
+static void slot_pop(struct relay_server *rs)
+{
+	if (!rs->scount)
+		return;
+	rs->shead = (rs->shead + 1) % rs->scap;
+	rs->scount--;
+}
+
+bool relay_server_busy(const struct server *sv)
+{
+	return sv->rs && (sv->rs->scount > 0 || sv->rs->ghead != NULL);
+}
+
+/* ---- prepared statements on servers ---- */
+
+static bool server_has_stmt(struct relay_server *rs, uint64_t seq)
+{
+	struct server_stmt *s;
+	HASH_FIND(hh, rs->prepared, &seq, sizeof(seq), s);
+	return s != NULL;
+}
+
+static void server_add_stmt(struct relay_server *rs, uint64_t seq)
+{
+	struct server_stmt *s;
+	if (server_has_stmt(rs, seq))
+		return;
+	s = xcalloc(1, sizeof(*s));
+	s->seq = seq;
+	HASH_ADD(hh, rs->prepared, seq, sizeof(s->seq), s);
+}
+
+static void server_del_stmt(struct relay_server *rs, uint64_t seq)
+{
+	struct server_stmt *s;
+	HASH_FIND(hh, rs->prepared, &seq, sizeof(seq), s);
+	if (s) {
+		HASH_DEL(rs->prepared, s);
+		free(s);
+	}
+}
+
+void relay_server_forget_statements(struct server *sv)
+{
+	struct server_stmt *s, *tmp;
+	if (!sv->rs)
+		return;
+	HASH_ITER(hh, sv->rs->prepared, s, tmp) {
+		HASH_DEL(sv->rs->prepared, s);
+		free(s);
+	}
+}
+
+static void stmt_server_name(uint64_t seq, char *buf, size_t len)
+{
+	snprintf(buf, len, STMT_PREFIX "%llu", (unsigned long long)seq);
+}
+
+/* Writes a Parse of def under its server-side name. */
+static void emit_parse(struct evbuffer *out, const struct stmt_def *def)
+{
+	char name[32];
+	size_t nlen, typlen = def->keylen - def->text_len - 1;
+	uint8_t hdr[5];
+	stmt_server_name(def->seq, name, sizeof(name));
+	nlen = strlen(name) + 1;
+	hdr[0] = FE_PARSE;
+	{
+		uint32_t l = (uint32_t)(4 + nlen + def->text_len + 1 + typlen);
+		hdr[1] = (uint8_t)(l >> 24);
+		hdr[2] = (uint8_t)(l >> 16);
+		hdr[3] = (uint8_t)(l >> 8);
+		hdr[4] = (uint8_t)l;
+	}
+	evbuffer_add(out, hdr, 5);
+	evbuffer_add(out, name, nlen);
+	evbuffer_add(out, def->key, def->text_len + 1 + typlen);
+}
+
+/* Makes sure def is prepared on sv, sending a Parse whose reply is swallowed if it is not. */
+static void ensure_prepared(struct server *sv, struct stmt_def *def)
+{
+	struct relay_server *rs = rs_of(sv);
+	if (server_has_stmt(rs, def->seq))
+		return;
+	emit_parse(sv->s.out, def);
+	server_add_stmt(rs, def->seq);
+	slot_push(rs, SL_PARSE, SA_SWALLOW, 0, def->seq);
+	rstats.prepared_injected++;
+}
+
+/* ---- groups ---- */
+
+static struct group *group_open(struct client *c, struct server *sv)
+{
+	struct relay_server *rs = rs_of(sv);
+	struct relay_client *rc = rc_of(c);
+	struct group *grp;
+	if (rs->gtail && !rs->gtail->closed)
+		return rs->gtail;
+	grp = xcalloc(1, sizeof(*grp));
+	grp->start = now_usec();
+	if (rc->plan_flight) {
+		grp->flight = rc->plan_flight;
+		rc->plan_flight = NULL;
+	}
+	if (rs->gtail)
+		rs->gtail->next = grp;
+	else
+		rs->ghead = grp;
+	rs->gtail = grp;
+	if (sv->expect_rfq == 0)
+		sv->query_start = grp->start;
+	return grp;
+}
+
+static void group_close(struct client *c, struct server *sv, struct group *grp)
+{
+	grp->closed = true;
+	sv->expect_rfq++;
+	rc_of(c)->planned = false;
+}
+
+static void group_set_shape(struct group *grp, struct shape *sh)
+{
+	if (!sh || grp->shape == sh)
+		return;
+	shape_ref(sh);
+	if (grp->shape)
+		shape_unref(grp->shape);
+	grp->shape = sh;
+}
+
+static void group_abort_fill(struct group *grp)
+{
+	if (grp->flight) {
+		cache_fill_abort(grp->flight);
+		grp->flight = NULL;
+	}
+}
+
+static void group_free(struct group *grp)
+{
+	group_abort_fill(grp);
+	wrec_free_list(grp->writes);
+	if (grp->shape)
+		shape_unref(grp->shape);
+	free(grp);
+}
+
+/* Applies the writes of grp not yet applied (at a CommandComplete: the statement succeeded). */
+static void group_apply_new_writes(struct group *grp)
+{
+	for (struct wrec *w = grp->writes; w; w = w->next)
+		if (!w->applied)
+			wrec_apply(w);
+}
+
+/* ---- resolving pinned values ---- */
+
+/* Finds Bind parameter idx (1-based). Returns false when absent, NULL, or binary (not comparable as text). */
+static bool bind_param_text(const uint8_t *body, size_t blen, int idx, const char **val, size_t *vlen)
+{
+	struct pkt_reader r;
+	uint16_t nfmt, nparam;
+	const uint8_t *fmts;
+	int fmt;
+
+	if (!body || idx < 1)
+		return false;
+	reader_init(&r, body, blen);
+	reader_cstr(&r);
+	reader_cstr(&r);
+	nfmt = reader_u16(&r);
+	fmts = reader_bytes(&r, (size_t)nfmt * 2);
+	nparam = reader_u16(&r);
+	if (r.failed || idx > nparam)
+		return false;
+	fmt = nfmt == 0 ? 0 : nfmt == 1 ? get_u16(fmts) : (idx <= nfmt ? get_u16(fmts + 2 * (idx - 1)) : 0);
+	for (int i = 1; i <= idx; i++) {
+		uint32_t l = reader_u32(&r);
+		const uint8_t *p;
+		if (r.failed)
+			return false;
+		if (l == 0xFFFFFFFFu) {
+			if (i == idx)
+				return false;
+			continue;
+		}
+		p = reader_bytes(&r, l);
+		if (!p)
+			return false;
+		if (i == idx) {
+			if (fmt != 0)
+				return false;
+			*val = (const char *)p;
+			*vlen = l;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Source of pinned values: a Bind body (PIN_PARAM) or the literals of a simple query (PIN_LITERAL). */
+struct pin_values {
+	const uint8_t *bind;
+	size_t bind_len;
+	const struct shape_lits *lits;
+};
+
+static bool pin_value(const struct shape_pin *pin, const struct pin_values *pv, const char **val, size_t *vlen)
+{
+	if (pin->src == PIN_PARAM)
+		return bind_param_text(pv->bind, pv->bind_len, pin->index, val, vlen);
+	if (pin->src == PIN_LITERAL && pv->lits && pin->index >= 0 && pin->index < pv->lits->n) {
+		*val = pv->lits->v[pin->index].value;
+		*vlen = pv->lits->v[pin->index].len;
+		return true;
+	}
+	return false;
+}
+
+/* Cache dependencies of a read: one per resolvable pin, else one on the whole table. Returns the count, or -1 when
+ * there are too many to track. */
+static int build_deps(const struct shape *sh, const struct pin_values *pv, struct cache_dep *deps)
+{
+	int n = 0;
+	for (int t = 0; t < sh->nread; t++) {
+		const struct shape_read_table *rt = &sh->read[t];
+		int before = n;
+		for (int i = 0; i < rt->npins; i++) {
+			const char *v;
+			size_t vl;
+			if (!pin_value(&rt->pins[i], pv, &v, &vl))
+				continue;
+			if (n == CACHE_MAX_DEPS)
+				return -1;
+			deps[n].table = rt->name;
+			deps[n].col = rt->pins[i].column;
+			deps[n].val = v;
+			deps[n].val_len = vl;
+			n++;
+		}
+		if (n == before) {
+			if (n == CACHE_MAX_DEPS)
+				return -1;
+			deps[n].table = rt->name;
+			deps[n].col = NULL;
+			deps[n].val = NULL;
+			deps[n].val_len = 0;
+			n++;
+		}
+	}
+	return n;
+}
+
+/* Records what a statement about to run writes, on the group. */
+static void note_writes(struct group *grp, struct shape *sh, const struct pin_values *pv)
+{
+	bool table_level = sh->kind != SHAPE_WRITE || sh->nwritten != 1 || sh->nrows == 0;
+
+	if (sh->write_all_tables || sh->kind == SHAPE_UNPARSED) {
+		struct wrec *w = xcalloc(1, sizeof(*w));
+		w->all_tables = true;
+		w->next = grp->writes;
+		grp->writes = w;
+		return;
+	}
+	for (int t = 0; t < sh->nwritten; t++) {
+		struct wrec *w = xcalloc(1, sizeof(*w));
+		strlcpy_ok(w->table, sh->written[t], sizeof(w->table));
+		if (!table_level) {
+			shape_ref(sh);
+			w->shape = sh;
+			for (int r = 0; r < sh->nrows && r < SHAPE_MAX_ROWS; r++) {
+				const struct shape_write_row *sr = &sh->rows[r];
+				struct cache_write_row *cr = &w->rows[w->nrows];
+				cr->npins = 0;
+				for (int i = 0; i < sr->npins && i < 16; i++) {
+					const char *v;
+					size_t vl;
+					char *copy;
+					if (!pin_value(&sr->pins[i], pv, &v, &vl))
+						continue;
+					copy = xmalloc(vl + 1);
+					memcpy(copy, v, vl);
+					copy[vl] = '\0';
+					w->vals[w->nvals++] = copy;
+					cr->pins[cr->npins].col = sr->pins[i].column;
+					cr->pins[cr->npins].val = copy;
+					cr->pins[cr->npins].val_len = vl;
+					cr->npins++;
+				}
+				if (cr->npins == 0) {
+					/* a row we cannot describe: the whole table */
+					w->nrows = 0;
+					break;
+				}
+				w->nrows++;
+			}
+		}
+		w->next = grp->writes;
+		grp->writes = w;
+	}
+}
+
+/* Statements whose effects parley cannot see from their text: treated as writes to every table. */
+static bool opaque_effects(const struct shape *sh)
+{
+	static const char *const prefixes[] = { "call ", "do ", "execute ", "explain ", "refresh ", "import " };
+	if (sh->kind != SHAPE_OTHER || !sh->normalized)
+		return false;
+	for (size_t i = 0; i < ARRAY_SIZE(prefixes); i++)
+		if (strncmp(sh->normalized, prefixes[i], strlen(prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+static bool resets_statements(const struct shape *sh)
+{
+	return sh->normalized &&
+	       (strncmp(sh->normalized, "discard all", 11) == 0 || strncmp(sh->normalized, "deallocate all", 14) == 0 ||
+		strncmp(sh->normalized, "deallocate prepare all", 22) == 0);
+}
+
+static void client_forget_statements(struct relay_client *rc)
+{
+	struct client_stmt *s, *tmp;
+	HASH_ITER(hh, rc->stmts, s, tmp) {
+		HASH_DEL(rc->stmts, s);
+		stmt_def_unref(s->def);
+		free(s->name);
+		free(s);
+	}
+}
+
+/* Session effects and writes of a statement the client is about to run. text/tlen: its exact text (the Query
+ * text, or the prepared text for a Bind); pv: where pinned values come from. */
+static void note_statement(struct client *c, struct server *sv, struct group *grp, struct shape *sh, const char *text,
+			   size_t tlen, const struct pin_values *pv)
+{
+	struct relay_client *rc = rc_of(c);
+
+	group_set_shape(grp, sh);
+	switch (sh->kind) {
+	case SHAPE_SET_ROLE:
+		rc->role_changed = true;
+		break;
+	case SHAPE_SET:
+		if (tracked_var_lookup(sh->var_name) < 0) {
+			rc->settings_fp = fnv1a(rc->settings_fp ^ 0x9e3779b97f4a7c15ULL, text, tlen);
+			if (pv->bind)
+				rc->settings_fp = fnv1a(rc->settings_fp, pv->bind, pv->bind_len);
+		}
+		break;
+	case SHAPE_MULTI:
+		rc->settings_fp = fnv1a(rc->settings_fp ^ 0x9e3779b97f4a7c15ULL, text, tlen);
+		note_writes(grp, sh, pv);
+		break;
+	case SHAPE_WRITE:
+	case SHAPE_DDL:
+	case SHAPE_TRUNCATE:
+	case SHAPE_UNPARSED:
+		note_writes(grp, sh, pv);
+		break;
+	case SHAPE_OTHER:
+		if (opaque_effects(sh)) {
+			struct wrec *w = xcalloc(1, sizeof(*w));
+			w->all_tables = true;
+			w->next = grp->writes;
+			grp->writes = w;
+		}
+		if (resets_statements(sh)) {
+			relay_server_forget_statements(sv);
+			client_forget_statements(rc);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- the cache decision for the batch at the head of the client's input ---- */
+
+/* TTL in microseconds for a shape, or 0 when not cacheable (the reason is left on the shape). */
+static usec_t shape_ttl(struct shape *sh)
+{
+	int ov = shape_override_ttl(sh);
+	int ttl = -1;
+	if (ov == 0) {
+		sh->last_refusal = "disabled by a [cache_shapes] override";
+		return 0;
+	}
+	if (!sh->cacheable_kind) {
+		sh->last_refusal = sh->not_cacheable ? sh->not_cacheable : "not a cacheable read";
+		return 0;
+	}
+	if (ov > 0)
+		return (usec_t)ov * USEC_PER_SEC;
+	if (sh->nread == 0) {
+		sh->last_refusal = "reads no table";
+		return 0;
+	}
+	for (int t = 0; t < sh->nread; t++) {
+		int tt = cache_policy_ttl(sh->read[t].name);
+		if (tt <= 0) {
+			sh->last_refusal = tt < 0 ? "reads a table not listed in [cache]" : "reads a table with TTL 0";
+			return 0;
+		}
+		if (ttl < 0 || tt < ttl)
+			ttl = tt;
+	}
+	return (usec_t)ttl * USEC_PER_SEC;
+}
+
+/* Starts a key with everything that makes the same request give different bytes: database, user, settings. */
+static void key_begin(struct client *c)
+{
+	struct relay_client *rc = rc_of(c);
+	rc->key.len = 0;
+	bb_u8(&rc->key, KEY_VERSION);
+	bb_add(&rc->key, c->pool->key, strlen(c->pool->key) + 1);
+	bb_u64(&rc->key, rc->settings_fp);
+	for (int v = 0; v < VAR_COUNT; v++) {
+		if (v == VAR_APPNAME)
+			continue;
+		if (c->vars.set[v])
+			bb_add(&rc->key, c->vars.value[v], strlen(c->vars.value[v]));
+		bb_u8(&rc->key, 0);
+	}
+}
+
+enum plan_rc { PLAN_FORWARD, PLAN_DONE, PLAN_WAIT, PLAN_MORE };
+
+static void on_fill_done(void *arg, struct cache_entry *e);
+static void on_wait_timeout(evutil_socket_t fd, short what, void *arg);
+static void on_kick(evutil_socket_t fd, short what, void *arg);
+
+/* Per-shape figures the relay keeps (stats_query_done adds the slow count and the histograms). */
+static void shape_account(struct shape *sh, usec_t dur)
+{
+	sh->calls++;
+	sh->total_time += dur;
+	if (dur > sh->max_time)
+		sh->max_time = dur;
+}
+
+static void send_ready_idle(struct client *c)
+{
+	static const uint8_t rfq[6] = { BE_READY, 0, 0, 0, 5, 'I' };
+	evbuffer_add(c->s.out, rfq, sizeof(rfq));
+}
+
+/* Answers a batch from the cache: the stored replies and a ReadyForQuery. */
+static void serve_hit(struct client *c, struct cache_entry *e, struct shape *sh, size_t consumed, usec_t start)
+{
+	evbuffer_drain(c->s.in, consumed);
+	cache_entry_write(e, c->s.out);
+	send_ready_idle(c);
+	sh->hits++;
+	rstats.cache_hits++;
+	c->query_count++;
+	c->xact_count++;
+	shape_account(sh, now_usec() - start);
+	stats_query_done(c->pool, c, sh, now_usec() - start, true);
+}
+
+/* Looks the key up; on a hit answers, on a miss arranges the fill. */
+static enum plan_rc lookup_and_act(struct client *c, struct shape *sh, const struct cache_dep *deps, int ndeps,
+				   usec_t ttl, size_t consumed, struct stmt_def *parse_def, const char *parse_name)
+{
+	struct relay_client *rc = rc_of(c);
+	struct cache_entry *e = NULL;
+	struct cache_flight *f = NULL;
+	usec_t now = now_usec();
+
+	switch (cache_lookup(rc->key.p, rc->key.len, deps, ndeps, ttl, now, &e, &f)) {
+	case CACHE_HIT:
+		if (parse_def) {
+			/* the batch prepared a statement: the client now has it (servers get it when it is used) */
+			if (parse_name && *parse_name) {
+				struct client_stmt *s;
+				HASH_FIND_STR(rc->stmts, parse_name, s);
+				if (!s) {
+					s = xcalloc(1, sizeof(*s));
+					s->name = xstrdup(parse_name);
+					HASH_ADD_KEYPTR(hh, rc->stmts, s->name, strlen(s->name), s);
+				} else {
+					stmt_def_unref(s->def);
+				}
+				parse_def->refs++;
+				s->def = parse_def;
+			} else {
+				parse_def->refs++;
+				stmt_def_unref(rc->unnamed);
+				rc->unnamed = parse_def;
+			}
+		}
+		serve_hit(c, e, sh, consumed, now);
+		return PLAN_DONE;
+	case CACHE_LEAD:
+		rc->plan_flight = f;
+		sh->misses++;
+		rstats.cache_misses++;
+		return PLAN_FORWARD;
+	case CACHE_WAIT: {
+		struct timeval tv;
+		usec_t wt = g.cfg.cache_wait_timeout > 0 ? g.cfg.cache_wait_timeout : USEC_PER_SEC;
+		rc->waiter = cache_flight_wait(f, on_fill_done, c);
+		if (!rc->wait_timer)
+			rc->wait_timer = evtimer_new(g.base, on_wait_timeout, c);
+		tv.tv_sec = wt / USEC_PER_SEC;
+		tv.tv_usec = wt % USEC_PER_SEC;
+		evtimer_add(rc->wait_timer, &tv);
+		sock_want_read(&c->s, false);
+		return PLAN_WAIT;
+	}
+	case CACHE_OFF:
+		break;
+	}
+	return PLAN_FORWARD;
+}
+
+static enum plan_rc plan_query(struct client *c, uint32_t mlen)
+{
+	struct relay_client *rc = rc_of(c);
+	const uint8_t *msg = evbuffer_pullup(c->s.in, mlen);
+	const char *text = (const char *)msg + 5;
+	size_t tlen = mlen - 6;
+	struct shape *sh;
+	usec_t ttl;
+	struct shape_lits lits;
+	struct pin_values pv = { NULL, 0, NULL };
+	struct cache_dep deps[CACHE_MAX_DEPS];
+	int ndeps;
+	enum plan_rc r;
+
+	if (!msg || msg[mlen - 1] != '\0' || memchr(text, '\0', tlen))
+		return PLAN_FORWARD;
+	sh = shape_get(text, tlen, &lits);
+	ttl = shape_ttl(sh);
+	if (ttl <= 0) {
+		rstats.cache_bypassed++;
+		shape_unref(sh);
+		return PLAN_FORWARD;
+	}
+	pv.lits = &lits;
+	ndeps = build_deps(sh, &pv, deps);
+	if (ndeps < 0) {
+		sh->last_refusal = "too many table dependencies";
+		shape_unref(sh);
+		return PLAN_FORWARD;
+	}
+	key_begin(c);
+	bb_u8(&rc->key, FE_QUERY);
+	bb_add(&rc->key, text, tlen);
+	r = lookup_and_act(c, sh, deps, ndeps, ttl, mlen, NULL, NULL);
+	shape_unref(sh);
+	return r;
+}
+
+/* Looks at the extended-protocol batch at the head of the input: a cacheable one is [Parse] Bind [Describe]
+ * Execute Sync on the unnamed portal, whole in the buffer. */
+static enum plan_rc plan_extended(struct client *c)
+{
+	struct relay_client *rc = rc_of(c);
+	struct evbuffer *in = c->s.in;
+	size_t avail = evbuffer_get_length(in), off = 0, total;
+	const uint8_t *buf, *parse = NULL, *bind = NULL, *desc = NULL, *exec = NULL;
+	uint32_t parse_len = 0, bind_len = 0, desc_len = 0, exec_len = 0;
+	struct stmt_def *def = NULL;
+	const char *parse_name = NULL;
+	struct shape *sh;
+	usec_t ttl;
+	struct pin_values pv;
+	struct cache_dep deps[CACHE_MAX_DEPS];
+	int ndeps;
+	enum plan_rc r;
+	bool synced = false;
+
+	/* find the Sync */
+	while (off + 5 <= avail) {
+		uint8_t hdr[5];
+		uint32_t len;
+		struct evbuffer_ptr pos;
+		evbuffer_ptr_set(in, &pos, off, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(in, &pos, hdr, 5);
+		len = get_u32(hdr + 1);
+		if (len < 4 || len > LOOKAHEAD_MAX)
+			return PLAN_FORWARD;
+		if (hdr[0] != FE_PARSE && hdr[0] != FE_BIND && hdr[0] != FE_DESCRIBE && hdr[0] != FE_EXECUTE &&
+		    hdr[0] != FE_SYNC)
+			return PLAN_FORWARD;
+		off += (size_t)len + 1;
+		if (off > LOOKAHEAD_MAX)
+			return PLAN_FORWARD;
+		if (hdr[0] == FE_SYNC) {
+			synced = true;
+			break;
+		}
+	}
+	if (!synced)
+		return off + 5 > LOOKAHEAD_MAX ? PLAN_FORWARD : PLAN_MORE;
+	if (off > avail)
+		return PLAN_MORE;
+	total = off;
+	buf = evbuffer_pullup(in, (ssize_t)total);
+	for (off = 0; off < total;) {
+		uint8_t t = buf[off];
+		uint32_t len = get_u32(buf + off + 1);
+		const uint8_t *body = buf + off + 5;
+		uint32_t blen = len - 4;
+		const uint8_t **slotp = t == FE_PARSE ? &parse : t == FE_BIND ? &bind : t == FE_DESCRIBE ? &desc : t == FE_EXECUTE ? &exec : NULL;
+		if (slotp) {
+			if (*slotp)
+				return PLAN_FORWARD; /* two of a kind: not the simple shape we cache */
+			*slotp = body;
+			if (t == FE_PARSE)
+				parse_len = blen;
+			else if (t == FE_BIND)
+				bind_len = blen;
+			else if (t == FE_DESCRIBE)
+				desc_len = blen;
+			else
+				exec_len = blen;
+		}
+		off += (size_t)len + 1;
+	}
+	if (!bind || !exec)
+		return PLAN_FORWARD;
+	/* Execute: unnamed portal, no row limit */
+	if (exec_len != 5 || exec[0] != '\0' || get_u32(exec + 1) != 0)
+		return PLAN_FORWARD;
+	/* Bind: unnamed portal */
+	if (bind_len < 2 || bind[0] != '\0' || !memchr(bind + 1, '\0', bind_len - 1))
+		return PLAN_FORWARD;
+	if (desc && (desc_len < 2 || (desc[0] != 'P' && desc[0] != 'S') || desc[desc_len - 1] != '\0'))
+		return PLAN_FORWARD;
+	if (desc && desc[0] == 'P' && desc[1] != '\0')
+		return PLAN_FORWARD;
+	{
+		const char *bstmt = (const char *)bind + 1;
+		if (parse) {
+			struct pkt_reader pr;
+			const char *pname, *ptext;
+			size_t tpos;
+			uint16_t ntypes;
+			reader_init(&pr, parse, parse_len);
+			pname = reader_cstr(&pr);
+			ptext = reader_cstr(&pr);
+			tpos = pr.pos;
+			ntypes = reader_u16(&pr);
+			(void)reader_bytes(&pr, (size_t)ntypes * 4);
+			if (pr.failed || pr.pos != parse_len || strcmp(pname, bstmt) != 0)
+				return PLAN_FORWARD;
+			if (*pname) {
+				struct client_stmt *s;
+				HASH_FIND_STR(rc->stmts, pname, s);
+				if (s)
+					return PLAN_FORWARD; /* redefining a name: let the server say what it thinks */
+			}
+			def = stmt_def_get(ptext, strlen(ptext), parse + tpos, (size_t)ntypes * 4 + 2);
+			parse_name = pname;
+		} else if (*bstmt) {
+			struct client_stmt *s;
+			HASH_FIND_STR(rc->stmts, bstmt, s);
+			if (!s)
+				return PLAN_FORWARD;
+			def = s->def;
+			def->refs++;
+		} else {
+			if (!rc->unnamed)
+				return PLAN_FORWARD;
+			def = rc->unnamed;
+			def->refs++;
+		}
+		if (desc && desc[0] == 'S' && strcmp((const char *)desc + 1, bstmt) != 0) {
+			stmt_def_unref(def);
+			return PLAN_FORWARD;
+		}
+	}
+	sh = def->shape;
+	ttl = shape_ttl(sh);
+	if (ttl <= 0) {
+		rstats.cache_bypassed++;
+		stmt_def_unref(def);
+		return PLAN_FORWARD;
+	}
+	pv.bind = bind;
+	pv.bind_len = bind_len;
+	pv.lits = NULL;
+	ndeps = build_deps(sh, &pv, deps);
+	if (ndeps < 0) {
+		stmt_def_unref(def);
+		return PLAN_FORWARD;
+	}
+	key_begin(c);
+	for (off = 0; off < total;) {
+		uint8_t t = buf[off];
+		uint32_t len = get_u32(buf + off + 1);
+		bb_u8(&rc->key, t);
+		if (t == FE_PARSE || (t == FE_DESCRIBE && buf[off + 5] == 'S')) {
+			if (t == FE_DESCRIBE)
+				bb_u8(&rc->key, 'S');
+			bb_add(&rc->key, def->key, def->keylen);
+		} else if (t == FE_BIND) {
+			size_t skip = 1 + strlen((const char *)bind + 1) + 1;
+			bb_add(&rc->key, def->key, def->keylen);
+			bb_add(&rc->key, bind + skip, bind_len - skip);
+		} else if (t != FE_SYNC) {
+			bb_add(&rc->key, buf + off + 5, len - 4);
+		}
+		off += (size_t)len + 1;
+	}
+	shape_ref(sh);
+	r = lookup_and_act(c, sh, deps, ndeps, ttl, total, parse ? def : NULL, parse_name);
+	shape_unref(sh);
+	stmt_def_unref(def);
+	return r;
+}
+
+/* A batch that only prepares a named statement (Parse + Sync, as libpq's PQprepare sends it) needs no server: the
+ * statement is registered and prepared on whichever server first runs it. Answering it here also keeps clients that
+ * prepare synchronously (pgbench -M prepared) from blocking while every server is held by an open transaction.
+ * A text that does not parse still goes to the server, so the error comes back where the client expects it. */
+static enum plan_rc plan_prepare_only(struct client *c, uint32_t mlen)
+{
+	struct relay_client *rc = rc_of(c);
+	static const uint8_t reply[11] = { BE_PARSE_COMPLETE, 0, 0, 0, 4, BE_READY, 0, 0, 0, 5, 'I' };
+	const uint8_t *msg;
+	struct pkt_reader r;
+	const char *name, *text;
+	size_t tpos;
+	uint16_t ntypes;
+	struct stmt_def *def;
+	struct client_stmt *s;
+	uint8_t sync[5];
+
+	if (evbuffer_get_length(c->s.in) < (size_t)mlen + 5)
+		return PLAN_FORWARD;
+	msg = evbuffer_pullup(c->s.in, (ssize_t)mlen + 5);
+	if (msg[mlen] != FE_SYNC || get_u32(msg + mlen + 1) != 4)
+		return PLAN_FORWARD;
+	memcpy(sync, msg + mlen, 5);
+	reader_init(&r, msg + 5, mlen - 5);
+	name = reader_cstr(&r);
+	text = reader_cstr(&r);
+	tpos = r.pos;
+	ntypes = reader_u16(&r);
+	(void)reader_bytes(&r, (size_t)ntypes * 4);
+	if (r.failed || r.pos != mlen - 5 || !*name)
+		return PLAN_FORWARD;
+	HASH_FIND_STR(rc->stmts, name, s);
+	if (s)
+		return PLAN_FORWARD; /* redefinition: the server reports the error */
+	def = stmt_def_get(text, strlen(text), msg + 5 + tpos, (size_t)ntypes * 4 + 2);
+	if (def->shape->kind == SHAPE_UNPARSED) {
+		stmt_def_unref(def);
+		return PLAN_FORWARD;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->name = xstrdup(name);
+	s->def = def;
+	HASH_ADD_KEYPTR(hh, rc->stmts, s->name, strlen(s->name), s);
+	evbuffer_drain(c->s.in, (size_t)mlen + 5);
+	evbuffer_add(c->s.out, reply, sizeof(reply));
+	rstats.prepared_skipped++;
+	return PLAN_DONE;
+}
+
+static enum plan_rc plan_batch(struct client *c, uint8_t type, uint32_t mlen)
+{
+	struct relay_client *rc = rc_of(c);
+	if (type != FE_QUERY && type != FE_PARSE && type != FE_BIND)
+		return PLAN_FORWARD;
+	if (c->in_tx || (c->server && relay_server_busy(c->server)))
+		return PLAN_FORWARD;
+	if (type == FE_PARSE && !c->server && plan_prepare_only(c, mlen) == PLAN_DONE)
+		return PLAN_DONE;
+	if (!cache_enabled() || rc->role_changed)
+		return PLAN_FORWARD;
+	if (rc->bypass) {
+		rc->bypass = false;
+		return PLAN_FORWARD;
+	}
+	if (type == FE_QUERY)
+		return plan_query(c, mlen);
+	return plan_extended(c);
+}
+
+static void on_fill_done(void *arg, struct cache_entry *e)
+{
+	struct client *c = arg;
+	struct relay_client *rc = rc_of(c);
+	(void)e;
+	rc->waiter = NULL;
+	if (rc->wait_timer)
+		evtimer_del(rc->wait_timer);
+	if (!rc->kick)
+		rc->kick = evtimer_new(g.base, on_kick, c);
+	event_active(rc->kick, EV_TIMEOUT, 0);
+}
+
+static void on_wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	struct relay_client *rc = rc_of(c);
+	(void)fd;
+	(void)what;
+	if (rc->waiter) {
+		cache_wait_cancel(rc->waiter);
+		rc->waiter = NULL;
+	}
+	rc->bypass = true;
+	rc->planned = false;
+	on_kick(-1, 0, c);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	(void)fd;
+	(void)what;
+	if (c->state != CL_ACTIVE)
+		return;
+	sock_want_read(&c->s, true);
+	relay_client_input(c);
+}
+
+/* ---- client → server ---- */
+
+static bool valid_frontend_type(uint8_t t)
+{
+	switch (t) {
+	case FE_QUERY:
+	case FE_PARSE:
+	case FE_BIND:
+	case FE_DESCRIBE:
+	case FE_EXECUTE:
+	case FE_CLOSE:
+	case FE_SYNC:
+	case FE_FLUSH:
+	case FE_FUNCTION_CALL:
+	case FE_COPY_DATA:
+	case FE_COPY_DONE:
+	case FE_COPY_FAIL:
+	case FE_TERMINATE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Writes a message with a rewritten statement name: type, then name, then rest[0..restlen). prefix (portal name
+ * for Bind, kind byte for Describe/Close) goes before the name. */
+static void emit_renamed(struct evbuffer *out, uint8_t type, const void *prefix, size_t plen, uint64_t seq,
+			 const void *rest, size_t restlen)
+{
+	char name[32];
+	size_t nlen;
+	uint8_t hdr[5];
+	uint32_t l;
+	stmt_server_name(seq, name, sizeof(name));
+	nlen = strlen(name) + 1;
+	l = (uint32_t)(4 + plen + nlen + restlen);
+	hdr[0] = type;
+	hdr[1] = (uint8_t)(l >> 24);
+	hdr[2] = (uint8_t)(l >> 16);
+	hdr[3] = (uint8_t)(l >> 8);
+	hdr[4] = (uint8_t)l;
+	evbuffer_add(out, hdr, 5);
+	if (plen)
+		evbuffer_add(out, prefix, plen);
+	evbuffer_add(out, name, nlen);
+	if (restlen)
+		evbuffer_add(out, rest, restlen);
+}
+
+/* Emits replies parley owes ahead of the server's, if their turn has come. */
+static void drain_synth(struct server *sv, struct client *c)
+{
+	struct relay_server *rs = rs_of(sv);
+	struct slot *s;
+	while ((s = slot_head(rs)) && s->action == SA_SYNTH) {
+		uint8_t m[5] = { s->synth, 0, 0, 0, 4 };
+		evbuffer_add(c->s.out, m, 5);
+		if (rs->ghead && rs->ghead->flight && !cache_fill_append(rs->ghead->flight, m, 5))
+			group_abort_fill(rs->ghead);
+		slot_pop(rs);
+	}
+}
+
+static void disconnect_malformed(struct client *c, const char *what)
+{
+	char msg[160];
+	snprintf(msg, sizeof(msg), "malformed %s message", what);
+	client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
+}
+
+/* Forwards one whole message (rewriting statement names) and records the replies it will get. Returns false if the
+ * client was disconnected. */
+static bool forward_message(struct client *c, struct server *sv, uint8_t type, uint32_t mlen)
+{
+	struct relay_client *rc = rc_of(c);
+	struct relay_server *rs = rs_of(sv);
+	struct evbuffer *in = c->s.in, *out = sv->s.out;
+	const uint8_t *msg = evbuffer_pullup(in, mlen);
+	const uint8_t *body = msg + 5;
+	size_t blen = mlen - 5;
+	struct pkt_reader r;
+	struct group *grp;
+
+	if (type == FE_COPY_DATA || type == FE_COPY_DONE || type == FE_COPY_FAIL || type == FE_FLUSH) {
+		evbuffer_remove_buffer(in, out, mlen);
+		return true;
+	}
+	grp = group_open(c, sv);
+	reader_init(&r, body, blen);
+	switch (type) {
+	case FE_QUERY:
+	case FE_FUNCTION_CALL: {
+		if (type == FE_QUERY) {
+			const char *text = reader_cstr(&r);
+			struct shape *sh;
+			struct shape_lits lits;
+			struct pin_values pv = { NULL, 0, NULL };
+			if (r.failed || r.pos != blen) {
+				disconnect_malformed(c, "Query");
+				return false;
+			}
+			sh = shape_get(text, blen - 1, &lits);
+			pv.lits = &lits;
+			note_statement(c, sv, grp, sh, text, blen - 1, &pv);
+			shape_unref(sh);
+			c->query_count++;
+		} else {
+			/* a function can do anything */
+			struct wrec *w = xcalloc(1, sizeof(*w));
+			w->all_tables = true;
+			w->next = grp->writes;
+			grp->writes = w;
+		}
+		evbuffer_remove_buffer(in, out, mlen);
+		slot_push(rs, SL_QUERY, SA_FORWARD, 0, 0);
+		group_close(c, sv, grp);
+		return true;
+	}
+	case FE_PARSE: {
+		const char *name = reader_cstr(&r);
+		const char *text = reader_cstr(&r);
+		size_t tpos = r.pos;
+		uint16_t ntypes = reader_u16(&r);
+		struct stmt_def *def;
+		(void)reader_bytes(&r, (size_t)ntypes * 4);
+		if (r.failed || r.pos != blen) {
+			disconnect_malformed(c, "Parse");
+			return false;
+		}
+		def = stmt_def_get(text, strlen(text), body + tpos, (size_t)ntypes * 4 + 2);
+		if (!*name) {
+			stmt_def_unref(rc->unnamed);
+			rc->unnamed = def;
+			evbuffer_remove_buffer(in, out, mlen);
+			slot_push(rs, SL_PARSE, SA_FORWARD, 0, 0);
+			return true;
+		}
+		{
+			struct client_stmt *s;
+			HASH_FIND_STR(rc->stmts, name, s);
+			if (!s) {
+				s = xcalloc(1, sizeof(*s));
+				s->name = xstrdup(name);
+				HASH_ADD_KEYPTR(hh, rc->stmts, s->name, strlen(s->name), s);
+			} else {
+				stmt_def_unref(s->def);
+			}
+			s->def = def;
+		}
+		if (server_has_stmt(rs, def->seq)) {
+			slot_push(rs, SL_PARSE, SA_SYNTH, BE_PARSE_COMPLETE, 0);
+			rstats.prepared_skipped++;
+			if (rs->scount == 1)
+				drain_synth(sv, c);
+		} else {
+			emit_parse(out, def);
+			server_add_stmt(rs, def->seq);
+			slot_push(rs, SL_PARSE, SA_FORWARD, 0, def->seq);
+		}
+		evbuffer_drain(in, mlen);
+		return true;
+	}
+	case FE_BIND: {
+		const char *portal = reader_cstr(&r);
+		const char *stmt = reader_cstr(&r);
+		size_t rest_off = r.pos;
+		struct stmt_def *def = NULL;
+		struct pin_values pv;
+		if (r.failed) {
+			disconnect_malformed(c, "Bind");
+			return false;
+		}
+		if (*stmt) {
+			struct client_stmt *s;
+			HASH_FIND_STR(rc->stmts, stmt, s);
+			def = s ? s->def : NULL;
+		} else {
+			def = rc->unnamed;
+		}
+		if (def) {
+			pv.bind = body;
+			pv.bind_len = blen;
+			pv.lits = NULL;
+			note_statement(c, sv, grp, def->shape, def->key, def->text_len, &pv);
+			if (!*portal) {
+				if (rc->portal_shape)
+					shape_unref(rc->portal_shape);
+				shape_ref(def->shape);
+				rc->portal_shape = def->shape;
+			}
+		}
+		if (*stmt && def) {
+			ensure_prepared(sv, def);
+			emit_renamed(out, FE_BIND, portal, strlen(portal) + 1, def->seq, body + rest_off, blen - rest_off);
+			evbuffer_drain(in, mlen);
+		} else {
+			evbuffer_remove_buffer(in, out, mlen);
+		}
+		slot_push(rs, SL_BIND, SA_FORWARD, 0, 0);
+		return true;
+	}
+	case FE_DESCRIBE:
+	case FE_CLOSE: {
+		uint8_t kind = reader_u8(&r);
+		const char *name = reader_cstr(&r);
+		struct client_stmt *s = NULL;
+		if (r.failed || r.pos != blen || (kind != 'S' && kind != 'P')) {
+			disconnect_malformed(c, type == FE_DESCRIBE ? "Describe" : "Close");
+			return false;
+		}
+		if (kind == 'S' && *name)
+			HASH_FIND_STR(rc->stmts, name, s);
+		if (type == FE_CLOSE) {
+			if (s) {
+				/* the statement stays prepared on servers for reuse; the client forgets it */
+				HASH_DEL(rc->stmts, s);
+				stmt_def_unref(s->def);
+				free(s->name);
+				free(s);
+				evbuffer_drain(in, mlen);
+				slot_push(rs, SL_CLOSE, SA_SYNTH, BE_CLOSE_COMPLETE, 0);
+				if (rs->scount == 1)
+					drain_synth(sv, c);
+				return true;
+			}
+			evbuffer_remove_buffer(in, out, mlen);
+			slot_push(rs, SL_CLOSE, SA_FORWARD, 0, 0);
+			return true;
+		}
+		if (s) {
+			ensure_prepared(sv, s->def);
+			emit_renamed(out, FE_DESCRIBE, &kind, 1, s->def->seq, NULL, 0);
+			evbuffer_drain(in, mlen);
+		} else {
+			evbuffer_remove_buffer(in, out, mlen);
+		}
+		slot_push(rs, kind == 'S' ? SL_DESCRIBE_S : SL_DESCRIBE_P, SA_FORWARD, 0, 0);
+		return true;
+	}
+	case FE_EXECUTE:
+		if (rc->portal_shape)
+			group_set_shape(grp, rc->portal_shape);
+		evbuffer_remove_buffer(in, out, mlen);
+		slot_push(rs, SL_EXECUTE, SA_FORWARD, 0, 0);
+		return true;
+	case FE_SYNC:
+		evbuffer_remove_buffer(in, out, mlen);
+		slot_push(rs, SL_SYNC, SA_FORWARD, 0, 0);
+		group_close(c, sv, grp);
+		c->query_count++;
+		return true;
+	default:
+		break;
+	}
+	client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "unexpected frontend message");
+	return false;
+}
+
+/* Starts streaming a message too large to inspect. Its batch then counts as a write of unknown scope. */
+static void forward_large(struct client *c, struct server *sv, uint8_t type, uint32_t mlen)
+{
+	struct relay_server *rs = rs_of(sv);
+	size_t avail = evbuffer_get_length(c->s.in);
+	size_t take = avail < mlen ? avail : mlen;
+	if (type != FE_COPY_DATA) {
+		struct group *grp = group_open(c, sv);
+		struct wrec *w = xcalloc(1, sizeof(*w));
+		w->all_tables = true;
+		w->next = grp->writes;
+		grp->writes = w;
+		if (type == FE_QUERY || type == FE_FUNCTION_CALL) {
+			slot_push(rs, SL_QUERY, SA_FORWARD, 0, 0);
+			group_close(c, sv, grp);
+		} else if (type == FE_PARSE) {
+			slot_push(rs, SL_PARSE, SA_FORWARD, 0, 0);
+		} else if (type == FE_BIND) {
+			slot_push(rs, SL_BIND, SA_FORWARD, 0, 0);
+		} else if (type == FE_DESCRIBE) {
+			slot_push(rs, SL_DESCRIBE_P, SA_FORWARD, 0, 0);
+		} else if (type == FE_EXECUTE) {
+			slot_push(rs, SL_EXECUTE, SA_FORWARD, 0, 0);
+		} else if (type == FE_CLOSE) {
+			slot_push(rs, SL_CLOSE, SA_FORWARD, 0, 0);
+		}
+	}
+	evbuffer_remove_buffer(c->s.in, sv->s.out, take);
+	c->s.pkt_remain = (uint32_t)(mlen - take);
+}
+
+void relay_client_input(struct client *c)
+{
+	struct relay_client *rc = rc_of(c);
+	struct evbuffer *in = c->s.in;
+	struct server *sv;
+	const char *why;
+
+	for (;;) {
+		uint8_t hdr[5];
+		struct pkt_header h;
+		size_t avail;
+		uint32_t mlen;
+		enum proto_rc prc;
+
+		if (c->state != CL_ACTIVE || rc->waiter)
+			return;
+		sv = c->server;
+		if (sv && sv->internal)
+			break;
+		avail = evbuffer_get_length(in);
+		if (c->s.pkt_remain > 0) {
+			size_t take;
+			if (!sv)
+				break;
+			take = avail < c->s.pkt_remain ? avail : c->s.pkt_remain;
+			if (take == 0)
+				break;
+			evbuffer_remove_buffer(in, sv->s.out, take);
+			c->s.pkt_remain -= (uint32_t)take;
+			continue;
+		}
+		if (avail < 5)
+			break;
+		evbuffer_copyout(in, hdr, 5);
+		prc = proto_read_header(hdr, 5, (uint32_t)g.cfg.max_packet_size, &h, &why);
+		if (prc == PROTO_BAD) {
+			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
+			return;
+		}
+		if (!valid_frontend_type(h.type)) {
+			char msg[120];
+			if (h.type >= 0x20 && h.type < 0x7f)
+				snprintf(msg, sizeof(msg), "invalid frontend message type '%c'", h.type);
+			else
+				snprintf(msg, sizeof(msg), "invalid frontend message type %u", h.type);
+			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
+			return;
+		}
+		if (h.type == FE_TERMINATE) {
+			client_disconnect(c, NULL, "client sent Terminate");
+			return;
+		}
+		mlen = h.len + 1;
+		if (mlen <= INSPECT_MAX && avail < mlen)
+			break;
+		/* the cache decision, once per batch, before a server is involved */
+		if (mlen <= INSPECT_MAX && !rc->planned && !(sv && sv->rs && sv->rs->gtail && !sv->rs->gtail->closed)) {
+			enum plan_rc pr = plan_batch(c, h.type, mlen);
+			if (pr == PLAN_DONE) {
+				if (sock_flush(&c->s) < 0) {
+					client_disconnect(c, NULL, "client socket write failed");
+					return;
+				}
+				continue;
+			}
+			if (pr == PLAN_WAIT)
+				return;
+			if (pr == PLAN_MORE)
+				break;
+			if (h.type == FE_QUERY || h.type == FE_PARSE || h.type == FE_BIND)
+				rc->planned = true;
+		}
+		if (!sv) {
+			c->request_time = now_usec();
+			if (!pool_request_server(c) || client_sync_vars(c))
+				return;
+			sv = c->server;
+		}
+		if (mlen > INSPECT_MAX && h.type != FE_COPY_DATA) {
+			forward_large(c, sv, h.type, mlen);
+			continue;
+		}
+		if (h.type == FE_COPY_DATA && avail < mlen) {
+			/* stream a large CopyData */
+			evbuffer_remove_buffer(in, sv->s.out, avail);
+			c->s.pkt_remain = (uint32_t)(mlen - avail);
+			continue;
+		}
+		if (!forward_message(c, sv, h.type, mlen))
+			return;
+	}
+	sv = c->server;
+	if (sv && evbuffer_get_length(sv->s.out) > 0) {
+		if (sock_flush(&sv->s) < 0) {
+			server_disconnect(sv, "server socket write failed");
+			return;
+		}
+		if (evbuffer_get_length(sv->s.out) >= OUTBUF_HIGH_WATER)
+			sock_want_read(&c->s, false);
+	}
+	if (c->state == CL_ACTIVE && evbuffer_get_length(c->s.out) > 0 && sock_flush(&c->s) < 0)
+		client_disconnect(c, NULL, "client socket write failed");
+}
+
+/* ---- server → client ---- */
+
+/* Copies len bytes at offset off of buf into the fill; aborts the fill when it grows too big. */
+static void fill_copy(struct group *grp, struct evbuffer *buf, size_t off, size_t len)
+{
+	uint8_t tmp[16384];
+	struct evbuffer_ptr pos;
+	if (!grp->flight)
+		return;
+	evbuffer_ptr_set(buf, &pos, off, EVBUFFER_PTR_SET);
+	while (len > 0) {
+		size_t n = len < sizeof(tmp) ? len : sizeof(tmp);
+		if (evbuffer_copyout_from(buf, &pos, tmp, n) != (ssize_t)n || !cache_fill_append(grp->flight, tmp, n)) {
+			group_abort_fill(grp);
+			return;
+		}
+		evbuffer_ptr_set(buf, &pos, n, EVBUFFER_PTR_ADD);
+		len -= n;
+	}
+}
+
+/* A group got its ReadyForQuery: store or drop its fill, apply its writes, count it. */
+static void group_finish(struct server *sv, struct client *c, struct group *grp, char status)
+{
+	struct relay_client *rc = rc_of(c);
+	usec_t now = now_usec(), dur = now - grp->start;
+
+	if (grp->flight) {
+		if (!grp->failed && status == 'I')
+			cache_fill_commit(grp->flight, now);
+		else
+			cache_fill_abort(grp->flight);
+		grp->flight = NULL;
+	}
+	if (!grp->failed) {
+		for (struct wrec *w = grp->writes; w; w = w->next)
+			wrec_apply(w);
+	}
+	if (status == 'I') {
+		/* a transaction ended: what it wrote is visible now (or rolled back: a needless invalidation) */
+		for (struct wrec *w = rc->tx_writes; w; w = w->next)
+			wrec_apply(w);
+		wrec_free_list(rc->tx_writes);
+		rc->tx_writes = NULL;
+		wrec_free_list(grp->writes);
+	} else if (!grp->failed && grp->writes) {
+		struct wrec *last = grp->writes;
+		while (last->next)
+			last = last->next;
+		last->next = rc->tx_writes;
+		rc->tx_writes = grp->writes;
+	} else {
+		wrec_free_list(grp->writes);
+	}
+	grp->writes = NULL;
+	if (sv->pool) {
+		sv->pool->stat_query_time += dur;
+		sv->pool->stat_query_count++;
+		if (status == 'I') {
+			sv->pool->stat_xact_count++;
+			c->xact_count++;
+		}
+	}
+	if (grp->shape) {
+		shape_account(grp->shape, dur);
+		stats_query_done(sv->pool, c, grp->shape, dur, false);
+	}
+	group_free(grp);
+}
+
+/* Pops the head slot; when the next ones are parley's own replies, emits them (after flushing pending bytes). */
+static void pop_and_synth(struct server *sv, struct client *c, size_t *batch)
+{
+	struct relay_server *rs = rs_of(sv);
+	struct slot *s;
+	slot_pop(rs);
+	s = slot_head(rs);
+	if (s && s->action == SA_SYNTH) {
+		if (*batch) {
+			evbuffer_remove_buffer(sv->s.in, c->s.out, *batch);
+			*batch = 0;
+		}
+		drain_synth(sv, c);
+	}
+}
+
+/* After an ErrorResponse in an extended batch the server skips to the Sync: so do the expected replies. */
+static void skip_to_sync(struct relay_server *rs)
+{
+	struct slot *s;
+	while ((s = slot_head(rs)) && s->kind != SL_SYNC && s->kind != SL_QUERY) {
+		if (s->kind == SL_PARSE && s->seq && s->action != SA_SYNTH)
+			server_del_stmt(rs, s->seq);
+		slot_pop(rs);
+	}
+}
+
+void relay_server_input(struct server *sv)
+{
+	struct relay_server *rs = rs_of(sv);
+	struct client *c = sv->client;
+	struct evbuffer *in = sv->s.in;
+	size_t batch = 0;
+	bool release = false;
+	const char *why;
+
+	for (;;) {
+		size_t avail = evbuffer_get_length(in) - batch;
+		uint8_t hdr[6];
+		struct pkt_header h;
+		struct evbuffer_ptr pos;
+		struct group *grp = rs->ghead;
+		struct slot *slot = slot_head(rs);
+		uint32_t mlen;
+
+		if (avail == 0)
+			break;
+		if (sv->s.pkt_remain > 0) {
+			size_t take = avail < sv->s.pkt_remain ? avail : sv->s.pkt_remain;
+			if (rs->cur_fill && grp)
+				fill_copy(grp, in, batch, take);
+			batch += take;
+			sv->s.pkt_remain -= (uint32_t)take;
+			continue;
+		}
+		if (avail < 5)
+			break;
+		evbuffer_ptr_set(in, &pos, batch, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(in, &pos, hdr, avail < 6 ? 5 : 6);
+		if (proto_read_header(hdr, 5, (uint32_t)g.cfg.max_packet_size, &h, &why) != PROTO_OK) {
+			server_disconnect(sv, why ? why : "bad message header from server");
+			return;
+		}
+		mlen = h.len + 1;
+		rs->cur_fill = grp && grp->flight;
+		switch (h.type) {
+		case BE_READY: {
+			char status;
+			if (h.len != 5) {
+				server_disconnect(sv, "malformed ReadyForQuery from server");
+				return;
+			}
+			if (avail < 6)
+				goto out;
+			status = (char)hdr[5];
+			if (!grp || !slot) {
+				server_disconnect(sv, "unexpected ReadyForQuery from server");
+				return;
+			}
+			skip_to_sync(rs);
+			slot_pop(rs);
+			rs->ghead = grp->next;
+			if (!rs->ghead)
+				rs->gtail = NULL;
+			if (sv->expect_rfq > 0)
+				sv->expect_rfq--;
+			sv->tx_status = status;
+			c->in_tx = status != 'I';
+			group_finish(sv, c, grp, status);
+			batch += 6;
+			if (!rs->ghead && sv->pool->mode != POOL_SESSION) {
+				if (status == 'I') {
+					release = true;
+					goto out;
+				}
+				if (sv->pool->mode == POOL_STATEMENT) {
+					evbuffer_remove_buffer(in, c->s.out, batch);
+					client_disconnect(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
+							  "transaction blocks not allowed in statement pooling mode");
+					return;
+				}
+			}
+			continue;
+		}
+		case BE_PARAM_STATUS: {
+			const uint8_t *msg;
+			if (avail < mlen)
+				goto out;
+			msg = evbuffer_pullup(in, (ssize_t)(batch + mlen));
+			server_param_status(sv, msg + batch + 5, h.len - 4);
+			if (grp)
+				group_abort_fill(grp);
+			rs->cur_fill = false;
+			break;
+		}
+		case BE_NOTICE:
+		case BE_NOTIFICATION:
+			if (grp)
+				group_abort_fill(grp);
+			rs->cur_fill = false;
+			break;
+		case BE_ERROR:
+			if (grp) {
+				grp->failed = true;
+				group_abort_fill(grp);
+			}
+			rs->cur_fill = false;
+			if (slot && slot->kind != SL_QUERY && slot->kind != SL_SYNC) {
+				if (slot->kind == SL_PARSE && slot->seq)
+					server_del_stmt(rs, slot->seq);
+				slot_pop(rs);
+				skip_to_sync(rs);
+			}
+			break;
+		case BE_PARSE_COMPLETE:
+			if (slot && slot->kind == SL_PARSE) {
+				if (slot->action == SA_SWALLOW) {
+					if (avail < mlen)
+						goto out;
+					if (batch) {
+						evbuffer_remove_buffer(in, c->s.out, batch);
+						batch = 0;
+					}
+					evbuffer_drain(in, mlen);
+					pop_and_synth(sv, c, &batch);
+					continue;
+				}
+				if (rs->cur_fill)
+					fill_copy(grp, in, batch, mlen);
+				rs->cur_fill = false;
+				batch += mlen;
+				pop_and_synth(sv, c, &batch);
+				continue;
+			}
+			break;
+		case BE_BIND_COMPLETE:
+		case BE_CLOSE_COMPLETE:
+		case BE_NO_DATA:
+		case BE_ROW_DESCRIPTION:
+		case BE_COMMAND_COMPLETE:
+		case BE_EMPTY_QUERY:
+		case BE_PORTAL_SUSPENDED: {
+			bool pops = slot && ((h.type == BE_BIND_COMPLETE && slot->kind == SL_BIND) ||
+					     (h.type == BE_CLOSE_COMPLETE && slot->kind == SL_CLOSE) ||
+					     ((h.type == BE_NO_DATA || h.type == BE_ROW_DESCRIPTION) &&
+					      (slot->kind == SL_DESCRIBE_S || slot->kind == SL_DESCRIBE_P)) ||
+					     ((h.type == BE_COMMAND_COMPLETE || h.type == BE_EMPTY_QUERY ||
+					       h.type == BE_PORTAL_SUSPENDED) &&
+					      slot->kind == SL_EXECUTE));
+			if (h.type == BE_COMMAND_COMPLETE && grp)
+				group_apply_new_writes(grp);
+			if (h.type == BE_PORTAL_SUSPENDED && grp)
+				group_abort_fill(grp);
+			if (pops) {
+				if (avail < mlen) {
+					/* wait for the whole (small) message so the pop happens after it */
+					goto out;
+				}
+				if (rs->cur_fill && grp && grp->flight)
+					fill_copy(grp, in, batch, mlen);
+				rs->cur_fill = false;
+				batch += mlen;
+				pop_and_synth(sv, c, &batch);
+				continue;
+			}
+			break;
+		}
+		default:
+			break;
+		}
+		if (!grp && h.type != BE_NOTICE && h.type != BE_NOTIFICATION && h.type != BE_PARAM_STATUS &&
+		    h.type != BE_ERROR) {
+			server_disconnect(sv, "server sent a message nobody asked for");
+			return;
+		}
+		sv->s.pkt_remain = mlen;
+	}
+out:
+	if (batch > 0) {
+		evbuffer_remove_buffer(in, c->s.out, batch);
+	}
+	if (evbuffer_get_length(c->s.out) > 0) {
+		if (sock_flush(&c->s) < 0) {
+			client_disconnect(c, NULL, "client socket write failed");
+			return;
+		}
+		if (evbuffer_get_length(c->s.out) >= OUTBUF_HIGH_WATER)
+			sock_want_read(&sv->s, false);
+	}
+	if (release) {
+		if (evbuffer_get_length(in) > 0) {
+			server_disconnect(sv, "server sent data after ReadyForQuery");
+			return;
+		}
+		sv->client = NULL;
+		c->server = NULL;
+		pool_release_server(sv);
+		/* the client may have pipelined more requests meanwhile */
+		client_on_server_data(c);
+	}
+}
+
+/* ---- teardown ---- */
+
+void relay_client_free(struct client *c)
+{
+	struct relay_client *rc = c->rc;
+	if (!rc)
+		return;
+	if (rc->waiter)
+		cache_wait_cancel(rc->waiter);
+	if (rc->plan_flight)
+		cache_fill_abort(rc->plan_flight);
+	if (rc->kick)
+		event_free(rc->kick);
+	if (rc->wait_timer)
+		event_free(rc->wait_timer);
+	/* a COMMIT may have been on its way: what the transaction wrote is invalidated (harmless if it rolled back) */
+	for (struct wrec *w = rc->tx_writes; w; w = w->next)
+		wrec_apply(w);
+	wrec_free_list(rc->tx_writes);
+	client_forget_statements(rc);
+	stmt_def_unref(rc->unnamed);
+	if (rc->portal_shape)
+		shape_unref(rc->portal_shape);
+	free(rc->key.p);
+	free(rc);
+	c->rc = NULL;
+}
+
+void relay_server_free(struct server *sv)
+{
+	struct relay_server *rs = sv->rs;
+	if (!rs)
+		return;
+	while (rs->ghead) {
+		struct group *grp = rs->ghead;
+		rs->ghead = grp->next;
+		/* the server may have committed it before the connection went: invalidate */
+		for (struct wrec *w = grp->writes; w; w = w->next)
+			wrec_apply(w);
+		group_free(grp);
+	}
+	relay_server_forget_statements(sv);
+	free(rs->slots);
+	free(rs);
+	sv->rs = NULL;
+}

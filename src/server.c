@@ -1,5 +1,6 @@
 /* server.c — the server connection state machine: connect, log into PostgreSQL, pass results back to the client. */
 #include "parley.h"
+#include "stats.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -188,6 +189,9 @@ void server_disconnect(struct server *sv, const char *reason)
 		log_info("S-%p: %s/%s@%s closing because: %s (age=%llds)", (void *)sv, p->dbname, p->user, sv->addr, reason,
 			 (long long)((now_usec() - sv->connect_time) / USEC_PER_SEC));
 	server_change_state(sv, SV_JUSTFREE);
+	relay_server_free(sv);
+	if (sv->ready)
+		stats_server_closed(p, now_usec() - sv->connect_time);
 	if (sv->ev_timer) {
 		event_free(sv->ev_timer);
 		sv->ev_timer = NULL;
@@ -442,7 +446,7 @@ malformed:
 }
 
 /* Remembers a ParameterStatus on the server (and the linked client). */
-static void server_param_status(struct server *sv, const uint8_t *body, size_t len)
+void server_param_status(struct server *sv, const uint8_t *body, size_t len)
 {
 	struct pkt_reader r;
 	const char *name, *value;
@@ -568,6 +572,9 @@ static void server_login_step(struct server *sv)
 void server_internal_query(struct server *sv, const char *sql)
 {
 	struct pkt_builder b;
+	/* a session reset drops the server's prepared statements */
+	if (strcasestr(sql, "discard all") || strcasestr(sql, "deallocate all"))
+		relay_server_forget_statements(sv);
 	sv->internal = true;
 	sv->expect_rfq = 1;
 	pkt_init(&b);
@@ -627,103 +634,6 @@ static void server_internal_step(struct server *sv)
 	}
 }
 
-/* Passes server messages to the linked client, watching ReadyForQuery and ParameterStatus. */
-static void server_forward(struct server *sv)
-{
-	struct client *c = sv->client;
-	struct evbuffer *in = sv->s.in;
-	size_t batch = 0;
-	bool release = false;
-	uint8_t hdr[6];
-	const char *why;
-	struct evbuffer_ptr pos;
-
-	for (;;) {
-		size_t avail = evbuffer_get_length(in) - batch;
-		struct pkt_header h;
-		enum proto_rc rc;
-		if (avail == 0)
-			break;
-		if (sv->s.pkt_remain > 0) {
-			size_t take = avail < sv->s.pkt_remain ? avail : sv->s.pkt_remain;
-			batch += take;
-			sv->s.pkt_remain -= (uint32_t)take;
-			continue;
-		}
-		if (avail < 5)
-			break;
-		evbuffer_ptr_set(in, &pos, batch, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(in, &pos, hdr, avail < 6 ? 5 : 6);
-		rc = proto_read_header(hdr, 5, (uint32_t)g.cfg.max_packet_size, &h, &why);
-		if (rc != PROTO_OK) {
-			server_disconnect(sv, why ? why : "bad message header from server");
-			return;
-		}
-		if (h.type == BE_READY) {
-			if (avail < 6 || h.len != 5) {
-				if (h.len != 5) {
-					server_disconnect(sv, "malformed ReadyForQuery from server");
-					return;
-				}
-				break;
-			}
-			sv->tx_status = (char)hdr[5];
-			c->in_tx = sv->tx_status != 'I';
-			if (sv->expect_rfq > 0)
-				sv->expect_rfq--;
-			batch += 6;
-			if (sv->expect_rfq == 0) {
-				usec_t dur = now_usec() - sv->query_start;
-				if (sv->pool)
-					sv->pool->stat_query_time += dur;
-				sv->pool->stat_query_count++;
-				if (sv->tx_status == 'I') {
-					sv->pool->stat_xact_count++;
-					c->xact_count++;
-					if (sv->pool->mode != POOL_SESSION)
-						release = true;
-				} else if (sv->pool->mode == POOL_STATEMENT) {
-					evbuffer_remove_buffer(in, c->s.out, batch);
-					client_disconnect(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
-							  "transaction blocks not allowed in statement pooling mode");
-					return;
-				}
-				if (release)
-					break;
-			}
-			continue;
-		}
-		if (h.type == BE_PARAM_STATUS) {
-			uint8_t *msg;
-			if (avail < (size_t)h.len + 1)
-				break;
-			msg = evbuffer_pullup(in, (ssize_t)(batch + h.len + 1));
-			server_param_status(sv, msg + batch + 5, h.len - 4);
-		}
-		sv->s.pkt_remain = h.len + 1;
-	}
-	if (batch > 0) {
-		evbuffer_remove_buffer(in, c->s.out, batch);
-		if (sock_flush(&c->s) < 0) {
-			client_disconnect(c, NULL, "client socket write failed");
-			return;
-		}
-		if (evbuffer_get_length(c->s.out) >= OUTBUF_HIGH_WATER)
-			sock_want_read(&sv->s, false);
-	}
-	if (release) {
-		if (evbuffer_get_length(in) > 0) {
-			server_disconnect(sv, "server sent data after ReadyForQuery");
-			return;
-		}
-		sv->client = NULL;
-		c->server = NULL;
-		pool_release_server(sv);
-		/* The client may have pipelined more requests meanwhile. */
-		client_on_server_data(c);
-	}
-}
-
 /* Entry point for server bytes (also used after backpressure lifts). */
 void server_on_client_data(struct server *sv)
 {
@@ -732,7 +642,7 @@ void server_on_client_data(struct server *sv)
 	} else if (sv->internal) {
 		server_internal_step(sv);
 	} else if (sv->client) {
-		server_forward(sv);
+		relay_server_input(sv);
 	} else if (evbuffer_get_length(sv->s.in) > 0) {
 		/* An idle server speaks only to say it is going away. */
 		uint8_t hdr[5];

@@ -5,8 +5,8 @@
 #include "common.h"
 
 #define SHAPE_MAX_TABLES 16     /* tables remembered per shape; more makes the shape not cacheable (reads) or table-less (writes: see all_tables) */
-#define SHAPE_MAX_PINS 16       /* pinned columns per table (reads) or per written row */
-#define SHAPE_MAX_ROWS 16       /* written rows described per write (multi-row VALUES); more = table-level */
+#define SHAPE_MAX_PINS 8        /* pinned columns per table (reads) or per written row; more are dropped (less precise, never unsafe) */
+#define SHAPE_MAX_ROWS 8        /* written rows described per write (multi-row VALUES); more = table-level */
 #define SHAPE_MAX_LITERALS 128  /* literals extracted from one text; more = the extra ones are not pinnable */
 #define SHAPE_NAME_MAX 64       /* NAMEDATALEN */
 

@@ -466,6 +466,7 @@ class Pooler:
         self.databases_extra = list(databases_extra)
         self.users_extra = list(users_extra)
         self.userlist_extra = dict(userlist_extra or {})  # user -> secret (None: leave the user out)
+        self.extra_config = ""  # raw text appended to the config (e.g. a [cache] section)
         if settings:
             self._merge(settings)
         self.write_userlist()
@@ -481,6 +482,8 @@ class Pooler:
                 self.databases_extra = list(v)
             elif k == "users_extra":
                 self.users_extra = list(v)
+            elif k == "extra_config":
+                self.extra_config = v
             elif v is None:
                 self.settings.pop(k, None)
             else:
@@ -512,6 +515,8 @@ class Pooler:
         lines += self.databases_extra
         if self.users_extra:
             lines += ["", "[users]"] + self.users_extra
+        if self.extra_config:
+            lines += ["", self.extra_config.strip()]
         return "\n".join(lines) + "\n"
 
     def write_config(self, **settings):

@@ -859,7 +859,7 @@ static void test_cache_settings(void **state)
 	assert_int_equal(cfg.cache_max_memory, (size_t)256 << 20);
 	assert_int_equal(cfg.cache_max_entry_size, (size_t)1 << 20);
 	assert_int_equal(cfg.cache_wait_timeout, USEC_PER_SEC);
-	assert_int_equal(cfg.cache_max_shapes, 10000);
+	assert_int_equal(cfg.cache_max_shapes, 2000);
 	assert_null(cfg.cache_tables);
 	assert_int_equal(cfg.ncache_tables, 0);
 	assert_null(cfg.cache_shapes);
