@@ -471,3 +471,70 @@ def test_pgbench_prepared_mode_in_transaction_pooling_runs_without_errors(cached
     assert "number of failed transactions: 0" in r.out or "failed" not in r.out, r.out
     r = harness.pgbench(p, ["-M", "prepared", "-S", "-c", "8", "-j", "2", "-t", "300", "-n"])
     assert r.rc == 0, r
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory bound and the console's view
+
+
+def console_rows(p, sql):
+    w = Wire(p.host, p.port)
+    w.login("postgres", database="pgbouncer")
+    try:
+        msgs = w.query(sql)
+        errs = Wire.errors(msgs)
+        assert not errs, errs
+        cols = []
+        for t, payload in msgs:
+            if t == b"T":
+                n = struct.unpack("!H", payload[:2])[0]
+                off = 2
+                for _ in range(n):
+                    end = payload.index(b"\0", off)
+                    cols.append(payload[off:end].decode())
+                    off = end + 1 + 18
+        return [dict(zip(cols, r)) for r in Wire.data_rows(msgs)]
+    finally:
+        w.close()
+
+
+def cache_figures(p):
+    return {r["key"] if "key" in r else list(r.values())[0]: list(r.values())[1] for r in console_rows(p, "SHOW CACHE")}
+
+
+def test_memory_stays_under_cache_max_memory(cached, pg):
+    limit = 48 * 1024
+    p = cached(cache_max_memory="48kB")
+    aid = make_agent(pg, "m")
+    w = wire_login(p)
+    for i in range(400):
+        # distinct texts, each a separate entry of a few hundred bytes
+        w.query(f"SELECT name, id, {i} AS n, repeat('x', 200) AS pad FROM parlant_agent WHERE id = {aid}")
+        if i % 50 == 0:
+            f = cache_figures(p)
+            assert int(f["bytes"]) <= limit, f
+    f = cache_figures(p)
+    assert int(f["bytes"]) <= limit, f
+    assert int(f["evictions"]) > 0, f
+    assert int(f["entries"]) > 10, f
+    w.close()
+
+
+def test_show_shapes_gives_the_reason_a_shape_is_not_cached(cached, pg):
+    p = cached()
+    aid = make_agent(pg, "why")
+    w = wire_login(p)
+    w.query(f"SELECT name FROM parlant_agent WHERE id = {aid} FOR UPDATE")
+    w.query(f"SELECT count(*) FROM parlant_session WHERE agent_id = {aid}")
+    w.query(f"SELECT name FROM parlant_agent WHERE id = {aid}")
+    w.query(f"SELECT name FROM parlant_agent WHERE id = {aid}")
+    w.close()
+    shapes = {r["query"]: r for r in console_rows(p, "SHOW SHAPES")}
+    locking = shapes["select name from parlant_agent where id = ? for update"]
+    assert "for update" in (locking["last_refusal"] or "").lower(), locking
+    unlisted = shapes["select count(*) from parlant_session where agent_id = ?"]
+    assert "not listed" in (unlisted["last_refusal"] or ""), unlisted
+    hot = shapes["select name from parlant_agent where id = ?"]
+    assert int(hot["hits"]) >= 1 and int(hot["misses"]) >= 1 and int(hot["calls"]) >= 2, hot
+    # no literal value ever appears in the console's shape text
+    assert all(str(aid) not in q for q in shapes), list(shapes)
