@@ -2,6 +2,7 @@
 #include "parley.h"
 #include "cache.h"
 #include "shape.h"
+#include "notify.h"
 #include "metrics.h"
 #include "stats.h"
 #include <arpa/inet.h>
@@ -302,6 +303,7 @@ void parley_reload(void)
 	log_config_warnings(&g.cfg);
 	pool_reload();
 	cache_apply_config(&g.cfg);
+	notify_apply_config(&g.cfg);
 	/* The metrics listener moves when its address or port changed (metrics_start does nothing otherwise). */
 	if (metrics_start(g.base, g.cfg.metrics_listen_addr, g.cfg.metrics_port) < 0)
 		log_error("metrics endpoint not available after reload");
@@ -325,6 +327,7 @@ void parley_settings_changed(void)
 	apply_log_settings(cli_verbose);
 	pool_reload();
 	cache_apply_config(&g.cfg);
+	notify_apply_config(&g.cfg);
 }
 
 /* Every stats_period (re-read each time, so SET and RELOAD apply): averages and the utilization watchdog. */
@@ -529,6 +532,7 @@ int main(int argc, char **argv)
 		shape_init(&sc);
 	}
 	cache_apply_config(&g.cfg);
+	notify_apply_config(&g.cfg);
 	stats_init();
 	ev_stats = evtimer_new(g.base, stats_cb, NULL);
 	{
@@ -554,6 +558,7 @@ int main(int argc, char **argv)
 	event_free(g.ev_reaper);
 	g.ev_reaper = NULL;
 	pool_free_all();
+	notify_shutdown();
 	cache_shutdown();
 	shape_shutdown();
 	auth_users_free(&g.auth_users);

@@ -7,6 +7,7 @@
 #include "shape.h"
 #include "cache.h"
 #include "stats.h"
+#include "notify.h"
 
 /* Messages up to this size are read whole and inspected; a larger Query/Parse/Bind streams through uninspected (its
  * batch then invalidates the whole cache when it succeeds). CopyData always streams. */
@@ -1061,7 +1062,7 @@ static enum plan_rc plan_batch(struct client *c, uint8_t type, uint32_t mlen)
 		return PLAN_FORWARD;
 	if (type == FE_PARSE && !c->server && plan_prepare_only(c, mlen) == PLAN_DONE)
 		return PLAN_DONE;
-	if (!cache_enabled() || rc->role_changed)
+	if (!cache_enabled() || rc->role_changed || !notify_cache_usable(c->pool))
 		return PLAN_FORWARD;
 	if (rc->bypass) {
 		rc->bypass = false;
