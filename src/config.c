@@ -83,7 +83,7 @@ static const struct setting settings[] = {
 	C_INT("max_db_client_connections", "0", R, 0, IMAX, "maximum client connections per database (0 = unlimited)"),
 	S_INT("max_db_connections", max_db_connections, "0", R, 0, IMAX, "maximum server connections per database (0 = unlimited)"),
 	S_INT("max_packet_size", max_packet_size, "2147483647", R, 1024, IMAX, "largest protocol message accepted, in bytes"),
-	C_INT("max_prepared_statements", "200", R, 0, IMAX, "prepared statements tracked per connection in transaction mode"),
+	S_INT("max_prepared_statements", max_prepared_statements, "200", R, 0, IMAX, "prepared statements kept on each server connection; the oldest is closed beyond it (0 = no limit)"),
 	C_INT("max_user_client_connections", "0", R, 0, IMAX, "maximum client connections per user (0 = unlimited)"),
 	S_INT("max_user_connections", max_user_connections, "0", R, 0, IMAX, "maximum server connections per user (0 = unlimited)"),
 	S_STR("metrics_listen_addr", metrics_listen_addr, "127.0.0.1", NR, "address of the Prometheus metrics endpoint"),

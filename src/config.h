@@ -97,6 +97,7 @@ struct parley_config {
 	bool log_pooler_errors;     /* true */
 	bool log_stats;             /* true */
 	int max_packet_size;        /* 2147483647 */
+	int max_prepared_statements; /* 200: statements kept prepared per server connection (0 = no limit) */
 	int pkt_buf;                /* 4096 */
 	int sbuf_loopcnt;           /* 5 */
 	int tcp_keepalive;          /* bool-ish, 1 */

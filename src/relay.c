@@ -196,7 +196,8 @@ struct slot {
 	uint8_t kind;           /* enum slot_kind */
 	uint8_t action;         /* enum slot_action */
 	uint8_t synth;          /* SA_SYNTH: the message type to emit ('1' ParseComplete, '3' CloseComplete) */
-	uint64_t seq;           /* SL_PARSE of a named statement: forgotten again if the Parse fails */
+	uint64_t seq;           /* SL_PARSE: statement forgotten again if the Parse fails; SL_CLOSE by parley: statement
+				 * remembered again if the server skips the Close */
 };
 
 /* Everything the client sent up to a Sync (extended protocol), or one Query / FunctionCall. */
@@ -362,6 +363,28 @@ static void emit_parse(struct evbuffer *out, const struct stmt_def *def)
 	evbuffer_add(out, def->key, def->text_len + 1 + typlen);
 }
 
+static void emit_renamed(struct evbuffer *out, uint8_t type, const void *prefix, size_t plen, uint64_t seq,
+			 const void *rest, size_t restlen);
+
+/* Keeps a server under max_prepared_statements: closes its oldest statements (replies swallowed). Messages already
+ * queued that use them were written before the Close, so they still find them. */
+static void trim_prepared(struct server *sv)
+{
+	struct relay_server *rs = rs_of(sv);
+	int limit = g.cfg.max_prepared_statements;
+	while (limit > 0 && (int)HASH_COUNT(rs->prepared) > limit) {
+		struct server_stmt *old = rs->prepared; /* uthash iterates in insertion order: the oldest first */
+		char name[32];
+		uint8_t kind = 'S';
+		stmt_server_name(old->seq, name, sizeof(name));
+		emit_renamed(sv->s.out, FE_CLOSE, &kind, 1, old->seq, NULL, 0);
+		slot_push(rs, SL_CLOSE, SA_SWALLOW, 0, old->seq);
+		HASH_DEL(rs->prepared, old);
+		free(old);
+		rstats.prepared_closed++;
+	}
+}
+
 /* Makes sure def is prepared on sv, sending a Parse whose reply is swallowed if it is not. */
 static void ensure_prepared(struct server *sv, struct stmt_def *def)
 {
@@ -372,6 +395,7 @@ static void ensure_prepared(struct server *sv, struct stmt_def *def)
 	server_add_stmt(rs, def->seq);
 	slot_push(rs, SL_PARSE, SA_SWALLOW, 0, def->seq);
 	rstats.prepared_injected++;
+	trim_prepared(sv);
 }
 
 /* ---- groups ---- */
@@ -1270,6 +1294,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			emit_parse(out, def);
 			server_add_stmt(rs, def->seq);
 			slot_push(rs, SL_PARSE, SA_FORWARD, 0, def->seq);
+			trim_prepared(sv);
 		}
 		evbuffer_drain(in, mlen);
 		return true;
@@ -1598,6 +1623,8 @@ static void skip_to_sync(struct relay_server *rs)
 	while ((s = slot_head(rs)) && s->kind != SL_SYNC && s->kind != SL_QUERY) {
 		if (s->kind == SL_PARSE && s->seq && s->action != SA_SYNTH)
 			server_del_stmt(rs, s->seq);
+		if (s->kind == SL_CLOSE && s->seq)
+			server_add_stmt(rs, s->seq); /* parley's Close was skipped: the statement is still there */
 		slot_pop(rs);
 	}
 }
@@ -1752,6 +1779,16 @@ void relay_server_input(struct server *sv)
 				if (avail < mlen) {
 					/* wait for the whole (small) message so the pop happens after it */
 					goto out;
+				}
+				if (slot->action == SA_SWALLOW) {
+					/* the reply to parley's own Close */
+					if (batch) {
+						evbuffer_remove_buffer(in, c->s.out, batch);
+						batch = 0;
+					}
+					evbuffer_drain(in, mlen);
+					pop_and_synth(sv, c, &batch);
+					continue;
 				}
 				if (rs->cur_fill && grp && grp->flight)
 					fill_copy(grp, in, batch, mlen);

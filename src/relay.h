@@ -26,6 +26,7 @@ void relay_server_free(struct server *sv);
 struct relay_stats {
 	uint64_t prepared_injected;   /* Parse messages parley sent to re-prepare a client's statement on another server */
 	uint64_t prepared_skipped;    /* client Parse messages answered without the server (already prepared there) */
+	uint64_t prepared_closed;     /* statements closed on a server to stay under max_prepared_statements */
 	uint64_t cache_hits, cache_misses, cache_bypassed;
 };
 void relay_get_stats(struct relay_stats *st);

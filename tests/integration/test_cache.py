@@ -538,3 +538,20 @@ def test_show_shapes_gives_the_reason_a_shape_is_not_cached(cached, pg):
     assert int(hot["hits"]) >= 1 and int(hot["misses"]) >= 1 and int(hot["calls"]) >= 2, hot
     # no literal value ever appears in the console's shape text
     assert all(str(aid) not in q for q in shapes), list(shapes)
+
+
+def test_named_statements_beyond_max_prepared_statements_keep_working(cached, pg):
+    """Each server keeps at most max_prepared_statements; parley closes the oldest and prepares it again on use."""
+    p = cached(max_prepared_statements=2, default_pool_size=2, cache_enabled=0)
+    aid = make_agent(pg, "mps")
+    queries = [f"SELECT name, {i} AS n FROM parlant_agent WHERE id = %s" for i in range(6)]
+    with p.connect(prepare_threshold=0) as a, p.connect(prepare_threshold=0) as b:
+        for rnd in range(5):
+            for i, q in enumerate(queries):
+                conn = a if (i + rnd) % 2 else b
+                assert conn.execute(q, (aid,)).fetchone() == ("mps", i)
+        # whichever server answers holds at most 2 of parley's statements, though 6 were used on each
+        with p.connect() as c:
+            for _ in range(4):
+                n = c.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'parley_%'").fetchone()[0]
+                assert 1 <= n <= 2, n
