@@ -14,6 +14,7 @@
 # Environment:
 #   PGPORT=25432           port of the throwaway PostgreSQL
 #   PARLEY_PORT=6432       port parley listens on
+#   METRICS_PORT=9127      port of the Prometheus endpoint (/metrics, /healthz)
 #   QUICKSTART_NO_EXEC=1   do everything except starting parley
 #   QUICKSTART_NO_DEPS=1   do not run scripts/install-deps.sh
 #   QUICKSTART_NO_BUILD=1  do not build (parley must exist to be started)
@@ -24,6 +25,7 @@ cd "$PARLEY_ROOT"
 
 PGPORT=${PGPORT:-25432}
 PARLEY_PORT=${PARLEY_PORT:-6432}
+METRICS_PORT=${METRICS_PORT:-9127}
 RUN_DIR=$PARLEY_ROOT/.run
 PGDATA_DIR=$PARLEY_ROOT/.pgdata
 # When root, the cluster belongs to "postgres", which must be able to reach the repository. If it cannot
@@ -171,6 +173,20 @@ default_pool_size = 20
 auth_type = scram-sha-256
 auth_file = $RUN_DIR/userlist.txt
 admin_users = parlant
+server_connect_timeout = 5
+server_idle_timeout = 30
+slow_query_threshold = 1
+pool_utilization_warn = 0.8
+metrics_port = $METRICS_PORT
+
+; Parlant's hot lookups answered from memory (see doc/cache.md and etc/parlant.ini)
+[cache]
+parlant_agent = 300
+parlant_tool = 600
+parlant_agent_tool = 600
+parlant_journey = 600
+parlant_journey_state = 600
+parlant_journey_transition = 600
 INI
 
 cat <<EOF
@@ -178,7 +194,8 @@ cat <<EOF
 PostgreSQL 15 (data $PGDATA_DIR) is running on 127.0.0.1:$PGPORT with database "parlant".
 parley configuration: .run/parley.ini
 Stop PostgreSQL with:  scripts/quickstart.sh stop   (stopping parley with Ctrl-C leaves it running)
-Admin console:         psql postgresql://parlant:parlant@127.0.0.1:$PARLEY_PORT/parley
+Admin console:         psql postgresql://parlant:parlant@127.0.0.1:$PARLEY_PORT/parley   (SHOW CACHE, SHOW SHAPES)
+Prometheus metrics:    http://127.0.0.1:$METRICS_PORT/metrics
 
 DATABASE_URL=postgresql://parlant:parlant@127.0.0.1:$PARLEY_PORT/parlant
 EOF
