@@ -152,6 +152,9 @@ if [ -z "$("${PSQL[@]}" -U postgres -d postgres -Atc "SELECT 1 FROM pg_database 
 	fi
 	say "loaded in $(($(date +%s) - start)) s"
 fi
+# Triggers that tell parley about writes made outside it (idempotent; see doc/consistency.md)
+"${PSQL[@]}" -U parlant -d parlant -f contrib/parlant/invalidation.sql >/dev/null ||
+	die "installing contrib/parlant/invalidation.sql failed"
 
 # 4. parley's configuration -----------------------------------------------------------------------------------
 mkdir -p "$RUN_DIR"
@@ -194,7 +197,7 @@ cat <<EOF
 PostgreSQL 15 (data $PGDATA_DIR) is running on 127.0.0.1:$PGPORT with database "parlant".
 parley configuration: .run/parley.ini
 Stop PostgreSQL with:  scripts/quickstart.sh stop   (stopping parley with Ctrl-C leaves it running)
-Admin console:         psql postgresql://parlant:parlant@127.0.0.1:$PARLEY_PORT/parley   (SHOW CACHE, SHOW SHAPES)
+Admin console:         psql postgresql://parlant:parlant@127.0.0.1:$PARLEY_PORT/parley   (SHOW CACHE, SHOW CACHE_FEED, SHOW SHAPES)
 Prometheus metrics:    http://127.0.0.1:$METRICS_PORT/metrics
 
 DATABASE_URL=postgresql://parlant:parlant@127.0.0.1:$PARLEY_PORT/parlant

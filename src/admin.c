@@ -4,6 +4,7 @@
 #include "stats.h"
 #include "shape.h"
 #include "cache.h"
+#include "notify.h"
 #include <strings.h>
 #include <ctype.h>
 #include <stdarg.h>
@@ -178,7 +179,7 @@ static void show_help(struct client *c)
 		   "Console usage\n"
 		   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATE\n"
 		   "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM\n"
-		   "\tSHOW CACHE|CACHE_TABLES|SHAPES|SLOW_QUERIES\n"
+		   "\tSHOW CACHE|CACHE_TABLES|CACHE_FEED|SHAPES|SLOW_QUERIES\n"
 		   "\tSET key = arg\n"
 		   "\tRELOAD\n"
 		   "\tPAUSE [<db>]\n"
@@ -810,6 +811,17 @@ static void show_mem(struct client *c)
 	result_end(c, &r, "SHOW");
 }
 
+/* Counts feeds that are up ([0]) and required but not up ([1]). */
+static bool count_feeds(const struct notify_status *st, void *arg)
+{
+	uint64_t *n = arg;
+	if (st->connected)
+		n[0]++;
+	else if (st->enabled)
+		n[1]++;
+	return true;
+}
+
 /* SHOW CACHE: the cache's global figures as name/value rows. */
 static void show_cache(struct client *c)
 {
@@ -843,6 +855,17 @@ static void show_cache(struct client *c)
 		row_fmt(&w, "%.4f", lookups ? (double)st.hits / (double)lookups : 0.0);
 		result_row(&r, &w);
 	}
+	{
+		/* invalidation feeds (details in SHOW CACHE_FEED): up, and required but down (entries not served) */
+		uint64_t feeds[2] = { 0, 0 };
+		notify_foreach(count_feeds, feeds);
+		for (int i = 0; i < 2; i++) {
+			struct row w = { 0 };
+			row_str(&w, i ? "feeds_down" : "feeds_up");
+			row_u64(&w, feeds[i]);
+			result_row(&r, &w);
+		}
+	}
 	result_end(c, &r, "SHOW");
 }
 
@@ -869,6 +892,45 @@ static void show_cache_tables(struct client *c)
 	struct result r;
 	result_begin(&r, cols, (int)ARRAY_SIZE(cols), "siNNNN");
 	cache_foreach_table(cache_table_row, &r);
+	result_end(c, &r, "SHOW");
+}
+
+/* One row of SHOW CACHE_FEED. */
+static bool cache_feed_row(const struct notify_status *st, void *arg)
+{
+	struct result *r = arg;
+	struct row w = { 0 };
+	usec_t now = now_usec();
+	row_str(&w, st->dbname);
+	row_str(&w, st->host);
+	row_int(&w, st->port);
+	row_str(&w, st->user);
+	row_str(&w, st->state);
+	row_str(&w, st->enabled ? "yes" : "no");
+	row_u64(&w, st->notifications);
+	row_u64(&w, st->reconnects);
+	if (st->last_notification)
+		row_fmt(&w, "%.3f", (double)(wall_usec() - st->last_notification) / USEC_PER_SEC);
+	else
+		row_str(&w, NULL);
+	if (st->down_since)
+		row_fmt(&w, "%.3f", (double)(now - st->down_since) / USEC_PER_SEC);
+	else
+		row_str(&w, NULL);
+	row_str(&w, st->last_error);
+	result_row(r, &w);
+	return true;
+}
+
+/* SHOW CACHE_FEED: the invalidation feed of each cached database (notify.c). required = the database's entries are
+ * served only while the feed is up. */
+static void show_cache_feed(struct client *c)
+{
+	static const char *const cols[] = { "database", "host", "port", "user", "state", "required", "notifications",
+					    "reconnects", "last_notification_age", "down_for", "last_error" };
+	struct result r;
+	result_begin(&r, cols, (int)ARRAY_SIZE(cols), "ssissNNNNNs");
+	notify_foreach(cache_feed_row, &r);
 	result_end(c, &r, "SHOW");
 }
 
@@ -1249,7 +1311,7 @@ static const struct {
 	{ "help", show_help }, { "version", show_version }, { "state", show_state }, { "pools", show_pools },
 	{ "totals", show_totals }, { "clients", show_clients }, { "servers", show_servers },
 	{ "databases", show_databases }, { "users", show_users }, { "config", show_config }, { "lists", show_lists },
-	{ "mem", show_mem }, { "cache", show_cache }, { "cache_tables", show_cache_tables }, { "shapes", show_shapes },
+	{ "mem", show_mem }, { "cache", show_cache }, { "cache_tables", show_cache_tables }, { "cache_feed", show_cache_feed }, { "shapes", show_shapes },
 	{ "slow_queries", show_slow_queries },
 };
 

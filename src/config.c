@@ -29,6 +29,13 @@
 #define C_STR(n, def, rel, h)            ROW(n, SET_STR, SETTING_NO_FIELD, def, rel, false, 0, 0, h)
 #define C_TIME(n, def, rel, h)           ROW(n, SET_TIME, SETTING_NO_FIELD, def, rel, false, 0, TIME_MAX_SEC, h)
 
+/* A string setting limited to a list of words (the value is stored lower-cased as written in the list). */
+#define S_CHOICE(n, f, def, rel, list, h) \
+	{ .name = (n), .type = SET_STR, .offset = F(f), .default_value = (def), .reloadable = (rel), \
+	  .implemented = true, .help = (h), .choices = (list) }
+
+static const char *const feed_modes[] = { "auto", "on", "off", NULL };
+
 #define DEFAULT_AUTH_QUERY \
 	"SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin"
 
@@ -46,6 +53,8 @@ static const struct setting settings[] = {
 	S_STR("auth_user", auth_user, NULL, R, "user that runs auth_query on the server"),
 	S_TIME("autodb_idle_timeout", autodb_idle_timeout, "3600", R, "drop pools created through the \"*\" entry after this long unused"),
 	S_BOOL("cache_enabled", cache_enabled, "1", R, "serve the tables listed in [cache] from the query cache (off = pooling only)"),
+	S_CHOICE("cache_invalidation_feed", cache_invalidation_feed, "auto", R, feed_modes, "invalidate on writes made outside parley through PostgreSQL triggers and LISTEN: auto (when the triggers are installed), on (required: no cache while the feed is down) or off"),
+	S_TIME("cache_invalidation_timeout", cache_invalidation_timeout, "5", R, "the invalidation feed counts as down when connecting or its heartbeat takes longer than this"),
 	S_BYTES("cache_max_entry_size", cache_max_entry_size, "1MB", R, 0, 1073741824.0, "largest result stored in the cache (bytes; kB, MB, GB units)"),
 	S_BYTES("cache_max_memory", cache_max_memory, "256MB", R, 0, 1099511627776.0, "memory for cached results, everything counted (bytes; kB, MB, GB units)"),
 	S_INT("cache_max_shapes", cache_max_shapes, "2000", NR, 1, IMAX, "query shapes whose classification is remembered"),
@@ -350,6 +359,20 @@ static int parse_value(const struct setting *s, const char *text, union value *v
 		snprintf(msg, msglen, "invalid value \"%s\" for %s: not a boolean (use 1/0, yes/no, on/off or true/false)", text, s->name);
 		return -1;
 	case SET_STR:
+		if (s->choices) {
+			for (i = 0; s->choices[i]; i++) {
+				if (strcasecmp(text, s->choices[i]) == 0) {
+					v->str = xstrdup(s->choices[i]);
+					return 0;
+				}
+			}
+			snprintf(msg, msglen, "invalid value \"%s\" for %s: expected one of", text, s->name);
+			for (i = 0; s->choices[i]; i++) {
+				size_t used = strlen(msg);
+				snprintf(msg + used, msglen > used ? msglen - used : 0, "%s %s", i ? "," : "", s->choices[i]);
+			}
+			return -1;
+		}
 		/* An empty value resets a setting whose default is unset back to unset. */
 		v->str = (*text || s->default_value) ? xstrdup(text) : NULL;
 		return 0;

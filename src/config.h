@@ -117,6 +117,8 @@ struct parley_config {
 	size_t cache_max_entry_size; /* 1 MB: larger results are never stored */
 	usec_t cache_wait_timeout;  /* 1 s: a single-flight waiter then goes to the server itself */
 	int cache_max_shapes;       /* 10000: classified shapes remembered (shape_init) */
+	char *cache_invalidation_feed; /* "auto" (on when the triggers are installed), "on" (required) or "off" */
+	usec_t cache_invalidation_timeout; /* 5 s: feed connect and heartbeat deadline */
 	struct cache_rule *cache_tables; /* [cache]: table = TTL seconds; owned array */
 	int ncache_tables;
 	struct cache_rule *cache_shapes; /* [cache_shapes]: shape id or "normalized text" = TTL seconds; owned array */
@@ -147,6 +149,7 @@ struct setting {
 	bool implemented;           /* false: accepted for pgbouncer.ini compatibility, warned about, no effect */
 	const char *help;           /* one line, used by etc/parley.ini and SHOW CONFIG docs */
 	double min, max;            /* accepted range for SET_INT, SET_DOUBLE, SET_MODE_OCTAL, SET_TIME (in seconds) and SET_BYTES */
+	const char *const *choices; /* SET_STR only: NULL-terminated list of accepted values (case-insensitive), or NULL */
 };
 
 /* offset of a row that has no field in struct parley_config (only accepted for compatibility). */

@@ -4,6 +4,7 @@
 #include "stats.h"
 #include "shape.h"
 #include "cache.h"
+#include "notify.h"
 #include <event2/http.h>
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
@@ -333,6 +334,66 @@ out:
 		evbuffer_free(o.inval);
 }
 
+/* The invalidation feeds (notify.c), one buffer per family; labels database and server ("host:port"). */
+struct feed_out {
+	struct evbuffer *b[6];
+};
+
+static const char *const feed_families[6][3] = {
+	{ "parley_cache_feed_up", "gauge", "1 while the invalidation feed of the database is connected and listening." },
+	{ "parley_cache_feed_required", "gauge",
+	  "1 when the database's cache entries are served only while its feed is up (cache_invalidation_feed on, or "
+	  "auto with the triggers installed)." },
+	{ "parley_cache_feed_down_seconds", "gauge",
+	  "Seconds the required feed has been down (its entries are not served meanwhile); 0 when up." },
+	{ "parley_cache_feed_notifications_total", "counter", "Invalidation notifications applied to the cache." },
+	{ "parley_cache_feed_reconnects_total", "counter", "Connection attempts of the feed after the first." },
+	{ "parley_cache_feed_last_notification_age_seconds", "gauge",
+	  "Seconds since the feed's last notification (absent before the first)." },
+};
+
+static bool feed_cb(const struct notify_status *st, void *arg)
+{
+	struct feed_out *o = arg;
+	double v[6] = {
+		st->connected ? 1 : 0,
+		st->enabled ? 1 : 0,
+		st->down_since ? secs(now_usec() - st->down_since) : 0,
+		(double)st->notifications,
+		(double)st->reconnects,
+		st->last_notification ? secs(wall_usec() - st->last_notification) : -1,
+	};
+	for (int i = 0; i < 6; i++) {
+		if (v[i] < 0)
+			continue;
+		evbuffer_add_printf(o->b[i], "%s{database=\"", feed_families[i][0]);
+		add_label_value(o->b[i], st->dbname);
+		evbuffer_add(o->b[i], "\",server=\"", 10);
+		add_label_value(o->b[i], st->host);
+		evbuffer_add_printf(o->b[i], ":%d\"} ", st->port);
+		add_value(o->b[i], v[i]);
+	}
+	return true;
+}
+
+static void write_feeds(struct evbuffer *b)
+{
+	struct feed_out o;
+	bool ok = true;
+	for (int i = 0; i < 6; i++)
+		ok = (o.b[i] = evbuffer_new()) != NULL && ok;
+	if (ok) {
+		notify_foreach(feed_cb, &o);
+		for (int i = 0; i < 6; i++) {
+			family(b, feed_families[i][0], feed_families[i][1], feed_families[i][2]);
+			evbuffer_add_buffer(b, o.b[i]);
+		}
+	}
+	for (int i = 0; i < 6; i++)
+		if (o.b[i])
+			evbuffer_free(o.b[i]);
+}
+
 static void write_process(struct evbuffer *b)
 {
 	struct {
@@ -377,6 +438,7 @@ static void render(struct evbuffer *b)
 	write_pools(b);
 	write_shapes(b);
 	write_cache(b);
+	write_feeds(b);
 }
 
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)

@@ -18,11 +18,16 @@ bool notify_cache_usable(const struct pool *p);
 /* Feed status of one database for SHOW CACHE / metrics. */
 struct notify_status {
 	const char *dbname;          /* server database */
-	bool enabled, connected;     /* configured; LISTEN active */
+	bool enabled, connected;     /* required (mode on, or auto with the triggers installed); LISTEN active */
 	uint64_t notifications;      /* applied since start */
 	uint64_t reconnects;
 	usec_t last_notification;    /* wall clock, 0 = none yet */
 	usec_t down_since;           /* monotonic, 0 = up */
+	const char *host;            /* server host or unix socket directory */
+	int port;
+	const char *user;            /* user the feed logs in as */
+	const char *state;           /* "up", "connecting", "retrying", "not_needed" (auto: no triggers), "stopped" */
+	const char *last_error;      /* why it last failed or was not needed, "" if never */
 };
 void notify_foreach(bool (*fn)(const struct notify_status *st, void *arg), void *arg);
 
