@@ -344,3 +344,50 @@ def test_payload_forms_and_bad_payloads(feeding, feed_db):
         harness.wait_until(lambda: notifications(b) > n, 5, interval=0.01)
         assert name_via(cb, aid) == "p5"
     assert "unreadable notification payload" in b.log_text()
+
+
+def test_generic_install_key_level_with_escaped_text_keys(feeding, feed_db):
+    """parley_install_invalidation on any table: text keys with quotes, backslashes and non-ASCII characters travel
+    through the JSON payload; only the written key's entries go."""
+    pg = feed_db
+    direct(pg, "CREATE TABLE IF NOT EXISTS feed_kv (code text PRIMARY KEY, v text)")
+    direct(pg, f"GRANT ALL ON feed_kv TO {', '.join(harness.APP_ROLES)}")
+    direct(pg, "SELECT parley_install_invalidation('feed_kv', ARRAY['code'])")
+    tricky, plain = 'a"b\\c é\u2603\U0001F600', "plain"
+    direct(pg, "INSERT INTO feed_kv VALUES (%s, 'v0'), (%s, 'w0') ON CONFLICT (code) DO UPDATE SET v = excluded.v",
+           (tricky, plain))
+    b = feeding(extra_config=POLICY + "feed_kv = 300\n")
+    wait_feed(b, "up")
+
+    def v_of(conn, code):
+        lit = code.replace("'", "''")
+        return conn.execute(f"SELECT v FROM feed_kv WHERE code = '{lit}'").fetchone()[0]
+
+    with b.connect(dbname="feed") as cb:
+        assert v_of(cb, tricky) == "v0" and v_of(cb, plain) == "w0"
+        direct(pg, "UPDATE feed_kv SET v = 'w-silent' WHERE code = %s", (plain,), silent=True)
+        assert v_of(cb, plain) == "w0"                    # cached
+        n = notifications(b)
+        direct(pg, "UPDATE feed_kv SET v = 'v1' WHERE code = %s", (tricky,))
+        harness.wait_until(lambda: notifications(b) > n, 5, interval=0.01)
+        assert v_of(cb, tricky) == "v1"                   # its entry went
+        assert v_of(cb, plain) == "w0"                    # the other key's entry stayed
+    assert "unreadable" not in b.log_text()
+
+
+def test_set_cache_invalidation_feed_on_the_console(feeding, feed_db):
+    """off stops the feeds (entries of writes elsewhere then live until their TTL); on starts them again."""
+    b = feeding()
+    wait_feed(b, "up")
+    assert console_rows(b, "SET cache_invalidation_feed = 'off'") == []
+    harness.wait_until(lambda: feed_of(b) is None, 5)
+    assert console_rows(b, "SET cache_invalidation_feed = 'on'") == []
+    row = wait_feed(b, "up")
+    assert row["required"] == "yes", row
+    w = Wire(b.host, b.port)
+    w.login("postgres", database="pgbouncer")
+    try:
+        errs = Wire.errors(w.query("SET cache_invalidation_feed = 'sometimes'"))
+        assert errs and "expected one of auto, on, off" in str(errs), errs
+    finally:
+        w.close()
