@@ -411,7 +411,7 @@ verdict() {
 declare -A TPS HIT
 failures=()
 {
-	echo "# parley cache benchmark: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)"
+	echo "# parley cache benchmark: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	for v in "${versions[@]}"; do echo "# $v"; done
 	echo "# pgbench: $CLIENTS clients, -j $THREADS, $SECS s per measured pass after a $WARM s warm-up pass of the same lookup and mode;" \
 		"hot set: agents 1..$HOT_AGENTS, sessions 1..$HOT_SESSIONS (offsets 0..2)"
@@ -476,6 +476,7 @@ for lookup in $LOOKUPS; do
 	done
 done
 echo "(on/X = tps of parley-on / tps of X on the same line; n/a where either cell FAILED or was not run)"
+echo "(load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); other work on the machine makes single cells vary widely: compare within a run, repeat a line to confirm)"
 echo
 echo "answers served from the cache during the measured passes, per pgbench transaction (hits counter delta / transactions; - = no counter):"
 printf '%-7s %-9s %10s %10s\n' lookup mode parley-on pgpool
