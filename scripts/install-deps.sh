@@ -17,6 +17,9 @@ PACKAGES=(
 	pgbouncer pgpool2
 	# integration tests
 	python3 python3-psycopg python3-psycopg2 python3-pytest
+	# the driver tests (tests/integration/clients): asyncpg, and pgjdbc compiled and run with the JDK
+	# (Node.js and npm for the node-postgres/drizzle and postgres.js tests come with the machine)
+	python3-asyncpg libpostgresql-jdbc-java openjdk-17-jdk-headless
 	# the metrics tests: promtool check metrics/rules and a real Prometheus server scraping parley
 	prometheus
 	# (clang, for the fuzzers, is not needed yet)
