@@ -255,7 +255,7 @@ case " $TARGETS " in *" parley-on "*)
 	note "starting parley (cache on) on 127.0.0.1:$PARLEY_ON_PORT"
 	start_parley "$PARLEY_ON_PORT" parley-on "$CACHE_SETTINGS" 1 ;;
 esac
-versions+=("parley: $parley_version ($PARLEY_BIN, repo at $parley_rev), transaction mode, default_pool_size = $POOL")
+versions+=("parley: $parley_version ($PARLEY_BIN; checkout HEAD $parley_rev, which the binary may predate), transaction mode, default_pool_size = $POOL")
 if [ -s "$work/parley-on.dropped" ]; then
 	versions+=("  parley-on: this build rejects $(paste -sd, "$work/parley-on.dropped"): its cache is not configurable, so parley-on measures the pooler only")
 fi
