@@ -441,9 +441,99 @@ void cache_apply_config(const struct parley_config *cfg)
 				    cfg->cache_shapes[i].key);
 }
 
+/* Canonical number: "#" [-] digits "e" exponent, with the value = 0.digits x 10^exponent and no leading or trailing
+ * zero digit ("#0" for zero), so 42, 042, 42.0, +4.2e1 and 420E-1 agree. Returns the length, or 0 when val is not a
+ * plain decimal number. out must hold len + CACHE_CANON_EXTRA bytes. */
+static size_t canon_number(const char *val, size_t len, char *out)
+{
+	size_t i = 0, n = 0, nd = 0, lead = 0;
+	long exp10 = 0, e = 0;
+	bool neg = false, dot = false, any = false, eneg = false;
+	char digits[512];
+
+	if (len > sizeof(digits))
+		return 0;
+	if (i < len && (val[i] == '+' || val[i] == '-'))
+		neg = val[i++] == '-';
+	for (; i < len; i++) {
+		char ch = val[i];
+		if (ch >= '0' && ch <= '9') {
+			any = true;
+			if (nd == 0 && ch == '0') {
+				/* a leading zero: moves the exponent only after the point */
+				if (dot)
+					lead++;
+				continue;
+			}
+			digits[nd++] = ch;
+			if (!dot)
+				exp10++;
+		} else if (ch == '.' && !dot) {
+			dot = true;
+		} else {
+			break;
+		}
+	}
+	if (!any)
+		return 0;
+	if (i < len && (val[i] == 'e' || val[i] == 'E')) {
+		size_t start;
+		i++;
+		if (i < len && (val[i] == '+' || val[i] == '-'))
+			eneg = val[i++] == '-';
+		start = i;
+		for (; i < len && val[i] >= '0' && val[i] <= '9'; i++) {
+			if (i - start >= 9)
+				return 0;
+			e = e * 10 + (val[i] - '0');
+		}
+		if (i == start)
+			return 0;
+	}
+	if (i != len)
+		return 0;
+	while (nd > 0 && digits[nd - 1] == '0')
+		nd--;
+	if (nd == 0) {
+		memcpy(out, "#0", 3);
+		return 2;
+	}
+	exp10 = exp10 - (long)lead + (eneg ? -e : e);
+	out[n++] = '#';
+	if (neg)
+		out[n++] = '-';
+	memcpy(out + n, digits, nd);
+	n += nd;
+	n += (size_t)snprintf(out + n, CACHE_CANON_EXTRA, "e%ld", exp10);
+	return n;
+}
+
+/* Canonical UUID: "u" and 32 lower-case hex digits, whatever braces and hyphens PostgreSQL's input accepted.
+ * Returns the length, or 0 when val is not a UUID. */
+static size_t canon_uuid(const char *val, size_t len, char *out)
+{
+	size_t n = 0;
+	out[n++] = 'u';
+	for (size_t i = 0; i < len; i++) {
+		char ch = val[i];
+		if (ch == '-' || ch == '{' || ch == '}')
+			continue;
+		if (!isxdigit((unsigned char)ch) || n > 32)
+			return 0;
+		out[n++] = (char)tolower((unsigned char)ch);
+	}
+	if (n != 33)
+		return 0;
+	out[n] = '\0';
+	return n;
+}
+
 size_t cache_canon_value(const char *val, size_t len, char *out, size_t outlen)
 {
-	size_t i, n = 0;
+	static const char *const truthy[] = { "t", "true", "y", "yes", "on" };
+	static const char *const falsy[] = { "f", "false", "n", "no", "off" };
+	char low[16];
+	size_t i, n;
 
 	if (outlen == 0)
 		return 0;
@@ -455,29 +545,40 @@ size_t cache_canon_value(const char *val, size_t len, char *out, size_t outlen)
 	}
 	while (len > 0 && isspace((unsigned char)val[len - 1]))
 		len--;
-	for (i = 0; i < len && n + 1 < outlen; i++)
+	if (outlen >= len + CACHE_CANON_EXTRA) {
+		if ((n = canon_number(val, len, out)) > 0 || (n = canon_uuid(val, len, out)) > 0)
+			return n;
+		if (len < sizeof(low)) {
+			for (i = 0; i < len; i++)
+				low[i] = (char)tolower((unsigned char)val[i]);
+			low[len] = '\0';
+			for (i = 0; i < ARRAY_SIZE(truthy); i++)
+				if (strcmp(low, truthy[i]) == 0)
+					return canon_number("1", 1, out);
+			for (i = 0; i < ARRAY_SIZE(falsy); i++)
+				if (strcmp(low, falsy[i]) == 0)
+					return canon_number("0", 1, out);
+		}
+	}
+	for (n = 0, i = 0; i < len && n + 1 < outlen; i++)
 		out[n++] = (char)tolower((unsigned char)val[i]);
 	out[n] = '\0';
 	return n;
 }
 
-/* Whether canonical a equals raw b once b is canonicalized (without copying b). */
+/* Whether canonical a equals raw b once b is canonicalized. */
 static bool canon_equal(const char *a, size_t alen, const char *b, size_t blen)
 {
-	size_t i;
+	char sbuf[256];
+	size_t cap = blen + CACHE_CANON_EXTRA, n;
+	char *buf = cap <= sizeof(sbuf) ? sbuf : xmalloc(cap);
+	bool eq;
 
-	while (blen > 0 && isspace((unsigned char)b[0])) {
-		b++;
-		blen--;
-	}
-	while (blen > 0 && isspace((unsigned char)b[blen - 1]))
-		blen--;
-	if (alen != blen)
-		return false;
-	for (i = 0; i < alen; i++)
-		if (a[i] != (char)tolower((unsigned char)b[i]))
-			return false;
-	return true;
+	n = cache_canon_value(b, blen, buf, cap);
+	eq = n == alen && memcmp(a, buf, n) == 0;
+	if (buf != sbuf)
+		free(buf);
+	return eq;
 }
 
 /* ---- lookup and fills ---- */
@@ -513,8 +614,8 @@ static struct cache_flight *flight_new(const void *key, size_t keylen, const str
 		d->table = table_get(deps[i].table, true);
 		if (deps[i].col && deps[i].val) {
 			d->col = xstrdup(deps[i].col);
-			d->val = xmalloc(deps[i].val_len + 1);
-			d->val_len = cache_canon_value(deps[i].val, deps[i].val_len, d->val, deps[i].val_len + 1);
+			d->val = xmalloc(deps[i].val_len + CACHE_CANON_EXTRA);
+			d->val_len = cache_canon_value(deps[i].val, deps[i].val_len, d->val, deps[i].val_len + CACHE_CANON_EXTRA);
 		}
 		for (j = 0; j < f->ntables && f->snap[j].table != d->table; j++)
 			;

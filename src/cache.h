@@ -82,9 +82,16 @@ void cache_policy_set(const char *table, int ttl_sec);
 /* The TTL of a table in seconds, or -1 when the table is not listed. */
 int cache_policy_ttl(const char *table);
 
-/* Canonical form of a pinned value for comparisons: ASCII lower-cased, surrounding blanks trimmed (so an uppercase and
- * a lowercase UUID compare equal; a mismatch only ever costs a needless invalidation). Writes at most outlen-1 bytes
- * and a NUL; returns the length. */
+/* Room a canonical value may need beyond the raw value's length. */
+#define CACHE_CANON_EXTRA 32
+
+/* Canonical form of a pinned value for comparisons. Equality of canonical forms must hold whenever PostgreSQL would
+ * find the values equal (else a stale entry could survive a write), and may hold when it would not (a needless
+ * invalidation). So: surrounding blanks trimmed; decimal numbers as "#digits e exponent" (42, 042, 42.0, 4.2e1
+ * agree); UUIDs as "u" + 32 lower-case hex digits (with or without hyphens or braces); boolean words as the numbers
+ * 1 and 0; anything else ASCII lower-cased. Residual limit: types with other spellings of one value (dates,
+ * intervals, inet) compare as text. With outlen >= len + CACHE_CANON_EXTRA nothing is truncated. Writes at most
+ * outlen-1 bytes and a NUL; returns the length. */
 size_t cache_canon_value(const char *val, size_t len, char *out, size_t outlen);
 
 /* Looks the key up. deps and ttl are used only for CACHE_LEAD: the flight snapshots the generation of every table

@@ -555,3 +555,19 @@ def test_named_statements_beyond_max_prepared_statements_keep_working(cached, pg
             for _ in range(4):
                 n = c.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'parley_%'").fetchone()[0]
                 assert 1 <= n <= 2, n
+
+
+def test_differently_spelled_pinned_values_still_invalidate(cached, pg):
+    """'0900123' and 900123 are the same bigint: a write pinned to one must drop an entry pinned to the other."""
+    p = cached()
+    aid = make_agent(pg, "spelled")
+    r = wire_login(p)
+    sql = f"SELECT name FROM parlant_agent WHERE id = '0{aid}'"
+    assert names(r.query(sql)) == ["spelled"]
+    assert names(r.query(sql)) == ["spelled"]
+    w = wire_login(p)
+    res = w.query(f"UPDATE parlant_agent SET name = 'respelled' WHERE id = {aid}.0")
+    assert not Wire.errors(res), res
+    assert names(r.query(sql)) == ["respelled"]
+    r.close()
+    w.close()

@@ -204,19 +204,32 @@ struct canon_case {
 };
 
 static const struct canon_case canon_cases[] = {
-	{ "42", 64, "42" },
-	{ "  42\t\n", 64, "42" },
-	{ "550E8400-E29B-41D4-A716-446655440000", 64, "550e8400-e29b-41d4-a716-446655440000" },
-	{ " Ab C ", 64, "ab c" },
-	{ "", 64, "" },
-	{ "   ", 64, "" },
+	{ "42", 128, "#42e2" },
+	{ "  42\t\n", 128, "#42e2" },
+	{ "042", 128, "#42e2" },
+	{ "+42.000", 128, "#42e2" },
+	{ "4.2e1", 128, "#42e2" },
+	{ "420E-1", 128, "#42e2" },
+	{ "0.042", 128, "#42e-1" },
+	{ "-7", 128, "#-7e1" },
+	{ "0", 128, "#0" },
+	{ "-0.00", 128, "#0" },
+	{ "1e", 128, "1e" },
+	{ "12abc", 128, "12abc" },
+	{ "550E8400-E29B-41D4-A716-446655440000", 128, "u550e8400e29b41d4a716446655440000" },
+	{ "{550e8400e29b41d4a716446655440000}", 128, "u550e8400e29b41d4a716446655440000" },
+	{ "TRUE", 128, "#1e1" },
+	{ "off", 128, "#0" },
+	{ " Ab C ", 128, "ab c" },
+	{ "", 128, "" },
+	{ "   ", 128, "" },
 	{ "abcdef", 4, "abc" },
-	{ "\xc3\x89t\xc3\xa9", 64, "\xc3\x89t\xc3\xa9" },   /* non-ASCII bytes untouched */
+	{ "\xc3\x89t\xc3\xa9", 128, "\xc3\x89t\xc3\xa9" },   /* non-ASCII bytes untouched */
 };
 
 static void test_canon_value(void **state)
 {
-	char out[64];
+	char out[128];
 	size_t i, n;
 
 	(void)state;
@@ -363,7 +376,8 @@ static void test_exact_accounting(void **state)
 	for (i = 0; i < N; i++) {
 		/* one table with one pinned column; random key and value lengths */
 		struct cache_dep dep = { .table = tables[i % 3], .col = "id", .val = pinval };
-		size_t klen, vlen;
+		size_t klen, vlen, clen;
+		char canon[64];
 		seed = seed * 1103515245 + 12345;
 		vlen = (seed >> 8) % 500;
 		dep.val_len = (size_t)snprintf(pinval, sizeof(pinval), "%d", i);
@@ -373,11 +387,12 @@ static void test_exact_accounting(void **state)
 		cache_fill_commit(f, 0);
 		assert_int_equal(cache_lookup(key, klen, &dep, 1, 1000 * SEC, 0, &e, &f), CACHE_HIT);
 		size = cache_entry_size(e);
-		/* size = fixed overhead (struct, one dep, one table link) + key + value + "id\0" + value\0 */
-		assert_true(size > klen + vlen + 3 + dep.val_len + 1);
+		/* size = fixed overhead (struct, one dep, one table link) + key + value + "id\0" + canonical value\0 */
+		clen = cache_canon_value(pinval, dep.val_len, canon, sizeof(canon));
+		assert_true(size > klen + vlen + 3 + clen + 1);
 		if (!overhead)
-			overhead = size - (klen + vlen + 3 + dep.val_len + 1);
-		assert_int_equal(size, overhead + klen + vlen + 3 + dep.val_len + 1);
+			overhead = size - (klen + vlen + 3 + clen + 1);
+		assert_int_equal(size, overhead + klen + vlen + 3 + clen + 1);
 		assert_true(stats().bytes <= MAXMEM);
 	}
 	assert_true(stats().evictions > 0);
