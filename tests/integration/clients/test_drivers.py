@@ -125,8 +125,16 @@ def node_package_version(workdir, name):
 
 
 def load_data(pg):
+    """(Re)loads drivers_data.sql directly in PostgreSQL: the same starting rows for every run."""
     r = harness.psql(pg, None, user="postgres", args=["-q", "-f", DATA_SQL])
     assert r.rc == 0, f"loading {DATA_SQL} failed: {r}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def driver_rows(pg):
+    """The data set's rows exist only while this module runs: other tests see the Parlant tables as they were."""
+    yield
+    pg.query("DELETE FROM parlant_workspace WHERE id = 710001")
 
 
 def run_program(argv, endpoint, cwd, env_extra=None):
