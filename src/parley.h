@@ -172,6 +172,10 @@ struct pool {
 	struct list_head servers_active;
 	struct list_head servers_used;
 	struct list_head servers_tested;
+	/* Lengths of the eight lists above, so hot paths need no list walk. Only pool_client_change_state and
+	 * server_change_state (the functions that move entries between these lists) change them. */
+	int n_clients_active, n_clients_waiting, n_clients_login;
+	int n_servers_login, n_servers_idle, n_servers_active, n_servers_used, n_servers_tested;
 
 	/* ParameterStatus values of the first server login, sent to clients as their welcome */
 	char *welcome_names[32];

@@ -103,8 +103,7 @@ struct pool *pool_get(const char *dbname, const char *user, const struct db_def 
 
 int pool_server_total(const struct pool *p)
 {
-	return list_count(&p->servers_login) + list_count(&p->servers_idle) + list_count(&p->servers_active) +
-	       list_count(&p->servers_used) + list_count(&p->servers_tested);
+	return p->n_servers_login + p->n_servers_idle + p->n_servers_active + p->n_servers_used + p->n_servers_tested;
 }
 
 /* Server connections to the same server database, across users (for max_db_connections). */
@@ -119,11 +118,35 @@ static int db_server_total(const struct pool *p)
 	return n;
 }
 
+/* The length counter of p's list that holds a client in state st, or NULL when that list is not one of p's (login
+ * and justfree clients sit on global lists, an admin console client has no pool). */
+static int *client_list_len(struct pool *p, enum client_state st)
+{
+	if (!p)
+		return NULL;
+	switch (st) {
+	case CL_WAITING_LOGIN:
+		return &p->n_clients_login;
+	case CL_ACTIVE:
+		return &p->n_clients_active;
+	case CL_WAITING:
+		return &p->n_clients_waiting;
+	default:
+		return NULL;
+	}
+}
+
 void pool_client_change_state(struct client *c, enum client_state st)
 {
 	struct pool *p = c->pool;
+	int *len = client_list_len(p, c->state);
+	if (len)
+		(*len)--;
 	list_del(&c->node);
 	c->state = st;
+	len = client_list_len(p, st);
+	if (len)
+		(*len)++;
 	switch (st) {
 	case CL_LOGIN:
 		list_add_tail(&c->node, &g.login_clients);
@@ -160,20 +183,24 @@ static usec_t oldest_wait(const struct pool *p, usec_t now)
 
 void pool_launch_if_needed(struct pool *p)
 {
-	usec_t now = now_usec();
+	usec_t now;
 	int want, total, limit;
 
 	if (g.shutdown == SHUTDOWN_SAFE || p->paused)
 		return;
-	want = list_count(&p->clients_waiting) + (p->welcome_ready ? 0 : list_count(&p->clients_login));
+	want = p->n_clients_waiting + (p->welcome_ready ? 0 : p->n_clients_login);
 	if (!p->welcome_ready && want > 1)
 		want = 1; /* learn the welcome from one login before opening more */
-	want -= list_count(&p->servers_login);
+	want -= p->n_servers_login;
 	if (want <= 0)
 		return;
+	total = pool_server_total(p);
+	/* Full even with the reserve: the common case under load, decided without reading the clock. */
+	if ((long long)total >= (long long)p->pool_size + (p->reserve_pool > 0 ? p->reserve_pool : 0))
+		return;
+	now = now_usec();
 	if (p->last_login_fail && now - p->last_login_fail < g.cfg.server_login_retry)
 		return;
-	total = pool_server_total(p);
 	limit = p->pool_size;
 	if (p->reserve_pool > 0 && g.cfg.reserve_pool_timeout >= 0 && oldest_wait(p, now) >= g.cfg.reserve_pool_timeout &&
 	    !list_empty(&p->clients_waiting))
@@ -362,6 +389,34 @@ static void pool_check_servers(struct pool *p, usec_t now)
 	}
 }
 
+/* Compares the length counters with the lists they count (a short walk, once per janitor tick) and repairs a drift,
+ * which would mean that a list was changed outside pool_client_change_state / server_change_state. */
+static void pool_check_counters(struct pool *p)
+{
+	struct {
+		const struct list_head *list;
+		int *len;
+		const char *name;
+	} t[] = {
+		{ &p->clients_active, &p->n_clients_active, "clients_active" },
+		{ &p->clients_waiting, &p->n_clients_waiting, "clients_waiting" },
+		{ &p->clients_login, &p->n_clients_login, "clients_login" },
+		{ &p->servers_login, &p->n_servers_login, "servers_login" },
+		{ &p->servers_idle, &p->n_servers_idle, "servers_idle" },
+		{ &p->servers_active, &p->n_servers_active, "servers_active" },
+		{ &p->servers_used, &p->n_servers_used, "servers_used" },
+		{ &p->servers_tested, &p->n_servers_tested, "servers_tested" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+		int n = list_count(t[i].list);
+		if (n != *t[i].len) {
+			log_error("pool %s/%s: %s length counter was %d but the list holds %d (repaired)", p->dbname, p->user,
+				  t[i].name, *t[i].len, n);
+			*t[i].len = n;
+		}
+	}
+}
+
 void pool_janitor(void)
 {
 	struct pool *p, *tmp;
@@ -369,6 +424,7 @@ void pool_janitor(void)
 	struct list_head *pos, *ptmp;
 
 	HASH_ITER(hh, g.pools, p, tmp) {
+		pool_check_counters(p);
 		pool_check_wait_timeouts(p, now);
 		pool_check_clients(p, now);
 		pool_check_servers(p, now);

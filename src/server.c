@@ -132,11 +132,37 @@ struct server *server_launch(struct pool *p)
 	return sv;
 }
 
+/* The length counter of p's list that holds a server in state st, or NULL for SV_JUSTFREE (a global list, and the
+ * state of a server not on any list yet). */
+static int *server_list_len(struct pool *p, enum server_state st)
+{
+	switch (st) {
+	case SV_LOGIN:
+		return &p->n_servers_login;
+	case SV_IDLE:
+		return &p->n_servers_idle;
+	case SV_ACTIVE:
+		return &p->n_servers_active;
+	case SV_USED:
+		return &p->n_servers_used;
+	case SV_TESTED:
+		return &p->n_servers_tested;
+	default:
+		return NULL;
+	}
+}
+
 void server_change_state(struct server *sv, enum server_state st)
 {
 	struct pool *p = sv->pool;
+	int *len = server_list_len(p, sv->state);
+	if (len)
+		(*len)--;
 	list_del(&sv->node);
 	sv->state = st;
+	len = server_list_len(p, st);
+	if (len)
+		(*len)++;
 	switch (st) {
 	case SV_LOGIN:
 		list_add_tail(&sv->node, &p->servers_login);
