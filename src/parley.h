@@ -75,6 +75,7 @@ struct sock {
 	bool reading;                /* ev_read is armed */
 	bool writing;                /* ev_write is armed */
 	uint32_t pkt_remain;         /* bytes of the message being passed through still to move */
+	uint32_t read_size;          /* bytes sock_read asks for next: grows while reads fill it, shrinks when they don't */
 	uint64_t bytes_in, bytes_out;
 };
 
@@ -237,6 +238,9 @@ void sock_close(struct sock *s);
 void sock_want_read(struct sock *s, bool on);
 /* Tries to write s->out now; arms the write event for what remains. Returns 0, or -1 on a socket error. */
 int sock_flush(struct sock *s) MUST_CHECK;
+/* Reads what the socket has into s->in with one read(): bytes read, 0 at end of file, or -1 with errno set
+ * (EAGAIN/EWOULDBLOCK/EINTR when there is nothing to read now). */
+int sock_read(struct sock *s) MUST_CHECK;
 int sock_flush_quiet(struct sock *s);
 
 /* client.c */

@@ -698,7 +698,8 @@ void server_on_client_data(struct server *sv)
 static void server_on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *sv = arg;
-	int n = evbuffer_read(sv->s.in, fd, 65536);
+	int n = sock_read(&sv->s);
+	(void)fd;
 	(void)what;
 	if (n == 0) {
 		char reason[300];
