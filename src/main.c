@@ -567,5 +567,6 @@ int main(int argc, char **argv)
 	config_free(&g.cfg);
 	event_base_free(g.base);
 	log_info("parley stopped");
+	log_open(NULL); /* closes the logfile, so nothing parley allocated is left at exit (LeakSanitizer) */
 	return 0;
 }
