@@ -357,7 +357,7 @@ static void send_welcome(struct client *c)
 		pkt_param_status(&b, p->welcome_names[i], val);
 	}
 	for (int v = 0; v < VAR_COUNT; v++)
-		if (c->vars.set[v] && !sent[v])
+		if (c->vars.set[v] && !sent[v] && tracked_var_reported(v))
 			pkt_param_status(&b, tracked_var_names[v], c->vars.value[v]);
 	pkt_backend_key(&b, c->cancel_pid, c->cancel_key);
 	pkt_ready(&b, 'I');
@@ -825,6 +825,12 @@ bool client_sync_vars(struct client *c)
 	if (!client_vars_sql(c, sv, sql, sizeof(sql)))
 		return false;
 	server_internal_query(sv, sql);
+	/* PostgreSQL does not report every tracked setting: remember what was set (a failure closes the server) */
+	for (int v = 0; v < VAR_COUNT; v++)
+		if (c->vars.set[v] && !tracked_var_reported(v)) {
+			memcpy(sv->vars.value[v], c->vars.value[v], VAR_VALUE_MAX);
+			sv->vars.set[v] = true;
+		}
 	return true;
 }
 

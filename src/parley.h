@@ -27,12 +27,15 @@
 	X(VAR_TIMEZONE, "TimeZone") \
 	X(VAR_STD_STRINGS, "standard_conforming_strings") \
 	X(VAR_APPNAME, "application_name") \
-	X(VAR_INTERVALSTYLE, "IntervalStyle")
+	X(VAR_INTERVALSTYLE, "IntervalStyle") \
+	X(VAR_EXTRA_FLOAT_DIGITS, "extra_float_digits")
 #define X_ENUM(e, s) e,
 enum tracked_var { TRACKED_VARS(X_ENUM) VAR_COUNT };
 #undef X_ENUM
 extern const char *const tracked_var_names[VAR_COUNT];
 int tracked_var_lookup(const char *name);   /* index or -1; case-insensitive */
+/* PostgreSQL reports it with ParameterStatus (extra_float_digits is tracked from startup packets only). */
+#define tracked_var_reported(v) ((v) != VAR_EXTRA_FLOAT_DIGITS)
 
 struct varcache {
 	char value[VAR_COUNT][VAR_VALUE_MAX];

@@ -16,6 +16,8 @@
 #define LOOKAHEAD_MAX (256u * 1024)
 /* Version byte at the start of every cache key, bumped when the key layout changes. */
 #define KEY_VERSION 1
+/* Unreported settings remembered per client for the cache key; more are chained into one fingerprint. */
+#define RELAY_SETTINGS_MAX 16
 /* Server-side statement names: this prefix and a process-unique number. */
 #define STMT_PREFIX "parley_"
 
@@ -223,8 +225,14 @@ struct relay_client {
 	struct client_stmt *stmts;      /* named statements, by name */
 	struct stmt_def *unnamed;       /* the unnamed statement (last unnamed Parse), reference or NULL */
 	struct shape *portal_shape;     /* the statement bound to the unnamed portal (reference) or NULL */
-	uint64_t settings_fp;           /* fingerprint of SET statements that change result bytes and are not reported */
-	bool role_changed;              /* SET ROLE / SESSION AUTHORIZATION seen: never served from cache again */
+	uint64_t settings_fp;           /* fingerprint of the settings below (part of every cache key) */
+	struct {
+		char name[SHAPE_NAME_MAX];  /* a setting PostgreSQL does not report (search_path, ...) */
+		uint64_t h;                 /* hash of the statement that last set it */
+	} settings[RELAY_SETTINGS_MAX];
+	int nsettings;
+	uint64_t settings_extra;        /* settings beyond the table, or set by set_config(): chained, never forgotten */
+	bool role_changed;              /* SET ROLE / SESSION AUTHORIZATION seen: not served from cache until DISCARD ALL */
 	bool planned;                   /* the batch at the head of the input has had its cache decision */
 	bool bypass;                    /* the next batch goes to the server without looking at the cache */
 	struct cache_flight *plan_flight; /* the fill decided for the next group, taken by it when it is created */
@@ -643,6 +651,106 @@ static void client_forget_statements(struct relay_client *rc)
 	}
 }
 
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x;
+}
+
+/* The fingerprint is order-independent over (setting, statement) pairs, so setting the same value again, or the
+ * same settings in another order, gives the same key. */
+static void settings_refresh(struct relay_client *rc)
+{
+	uint64_t fp = rc->settings_extra;
+	for (int i = 0; i < rc->nsettings; i++)
+		fp ^= mix64(fnv1a(0xcbf29ce484222325ULL, rc->settings[i].name, strlen(rc->settings[i].name)) ^ rc->settings[i].h);
+	rc->settings_fp = fp;
+}
+
+static void settings_mark(struct relay_client *rc, const char *name, uint64_t h)
+{
+	int i;
+	for (i = 0; i < rc->nsettings && strcmp(rc->settings[i].name, name) != 0; i++)
+		;
+	if (i == rc->nsettings) {
+		if (i == RELAY_SETTINGS_MAX) {
+			rc->settings_extra = mix64(rc->settings_extra ^ fnv1a(h, name, strlen(name)));
+			settings_refresh(rc);
+			return;
+		}
+		strlcpy_ok(rc->settings[i].name, name, sizeof(rc->settings[i].name));
+		rc->nsettings++;
+	}
+	rc->settings[i].h = h;
+	settings_refresh(rc);
+}
+
+static void settings_unmark(struct relay_client *rc, const char *name)
+{
+	for (int i = 0; i < rc->nsettings; i++)
+		if (strcmp(rc->settings[i].name, name) == 0) {
+			rc->settings[i] = rc->settings[--rc->nsettings];
+			break;
+		}
+	settings_refresh(rc);
+}
+
+/* RESET ALL: every setting back to its default (the role is not: PostgreSQL keeps it). */
+static void settings_reset_all(struct relay_client *rc)
+{
+	rc->nsettings = 0;
+	rc->settings_extra = 0;
+	settings_refresh(rc);
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static bool is_role_change(const char *norm)
+{
+	return starts_with(norm, "set role") || starts_with(norm, "set session role") || starts_with(norm, "set local role") ||
+	       starts_with(norm, "set session authorization") || starts_with(norm, "set session session authorization") ||
+	       starts_with(norm, "set local session authorization") || starts_with(norm, "reset role") ||
+	       starts_with(norm, "reset session authorization");
+}
+
+/* The session effects of the statements of a multi-statement text, one normalized piece at a time. */
+static void note_multi_settings(struct relay_client *rc, const struct shape *sh, uint64_t texth)
+{
+	const char *p = sh->normalized;
+	char piece[256];
+	while (p && *p) {
+		const char *end = strchr(p, ';');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		while (n > 0 && *p == ' ') {
+			p++;
+			n--;
+		}
+		if (n >= sizeof(piece))
+			n = sizeof(piece) - 1;
+		memcpy(piece, p, n);
+		piece[n] = '\0';
+		while (n > 0 && piece[n - 1] == ' ')
+			piece[--n] = '\0';
+		if (strcmp(piece, "reset all") == 0)
+			settings_reset_all(rc);
+		else if (strcmp(piece, "discard all") == 0) {
+			settings_reset_all(rc);
+			rc->role_changed = false;
+		} else if (is_role_change(piece))
+			rc->role_changed = true;
+		else if (starts_with(piece, "set ") || starts_with(piece, "reset ") || strstr(piece, "set_config("))
+			settings_mark(rc, piece, texth);
+		p = end ? end + 1 : NULL;
+	}
+}
+
 /* Session effects and writes of a statement the client is about to run. text/tlen: its exact text (the Query
  * text, or the prepared text for a Bind); pv: where pinned values come from. */
 static void note_statement(struct client *c, struct server *sv, struct group *grp, struct shape *sh, const char *text,
@@ -653,17 +761,31 @@ static void note_statement(struct client *c, struct server *sv, struct group *gr
 	group_set_shape(grp, sh);
 	switch (sh->kind) {
 	case SHAPE_SET_ROLE:
-		rc->role_changed = true;
+		if (sh->normalized && strcmp(sh->normalized, "reset all") == 0)
+			settings_reset_all(rc);
+		else
+			rc->role_changed = true;
 		break;
-	case SHAPE_SET:
-		if (tracked_var_lookup(sh->var_name) < 0) {
-			rc->settings_fp = fnv1a(rc->settings_fp ^ 0x9e3779b97f4a7c15ULL, text, tlen);
-			if (pv->bind)
-				rc->settings_fp = fnv1a(rc->settings_fp, pv->bind, pv->bind_len);
+	case SHAPE_SET: {
+		int v = tracked_var_lookup(sh->var_name);
+		uint64_t h = fnv1a(0x9e3779b97f4a7c15ULL, text, tlen);
+		if (pv->bind)
+			h = fnv1a(h, pv->bind, pv->bind_len);
+		if (v >= 0 && tracked_var_reported(v))
+			break; /* PostgreSQL reports the new value: it reaches the key through the client's parameters */
+		if (!sh->var_name[0]) {
+			/* set_config(): which setting is not known */
+			rc->settings_extra = mix64(rc->settings_extra ^ h);
+			settings_refresh(rc);
+		} else if (sh->normalized && starts_with(sh->normalized, "reset ")) {
+			settings_unmark(rc, sh->var_name);
+		} else {
+			settings_mark(rc, sh->var_name, h);
 		}
 		break;
+	}
 	case SHAPE_MULTI:
-		rc->settings_fp = fnv1a(rc->settings_fp ^ 0x9e3779b97f4a7c15ULL, text, tlen);
+		note_multi_settings(rc, sh, fnv1a(0x9e3779b97f4a7c15ULL, text, tlen));
 		note_writes(grp, sh, pv);
 		break;
 	case SHAPE_WRITE:
@@ -682,6 +804,10 @@ static void note_statement(struct client *c, struct server *sv, struct group *gr
 		if (resets_statements(sh)) {
 			relay_server_forget_statements(sv);
 			client_forget_statements(rc);
+		}
+		if (sh->normalized && strcmp(sh->normalized, "discard all") == 0) {
+			settings_reset_all(rc);
+			rc->role_changed = false;
 		}
 		break;
 	default:

@@ -571,3 +571,38 @@ def test_differently_spelled_pinned_values_still_invalidate(cached, pg):
     assert names(r.query(sql)) == ["respelled"]
     r.close()
     w.close()
+
+
+def test_repeating_a_setting_or_reset_all_keeps_hits(cached, pg):
+    """The key holds each unreported setting's last statement, not the history: setting the same value again, or
+    RESET ALL back to the defaults, finds the entries filled before."""
+    p = cached(pool_mode="session")
+    aid = make_agent(pg, "fp")
+    w = wire_login(p)
+    sql = f"SELECT name FROM parlant_agent WHERE id = {aid}"
+    w.query(sql)                                   # miss (defaults)
+    w.query("SET search_path = public")
+    w.query(sql)                                   # miss (search_path set)
+    w.query("SET search_path = public")
+    w.query(sql)                                   # hit
+    w.query("RESET ALL")
+    w.query(sql)                                   # hit on the defaults' entry
+    w.query("SET search_path = public; SET extra_float_digits = 1")
+    w.query(sql)                                   # miss: another setting
+    w.close()
+    f = cache_figures(p)
+    assert (int(f["misses"]), int(f["hits"])) == (3, 2), f
+
+
+def test_extra_float_digits_from_the_startup_packet_is_applied_and_keyed(cached, pg):
+    p = cached()
+    sql = "SELECT (0.1::float8 + 0.2::float8) AS x FROM parlant_agent LIMIT 1"
+    make_agent(pg, "efd")
+    results = {}
+    for efd in ("0", "3"):
+        w = Wire(p.host, p.port)
+        w.login("app_md5", extra_float_digits=efd)
+        results[efd] = [Wire.data_rows(w.query(sql))[0][0] for _ in range(2)]
+        w.close()
+    assert results["0"] == ["0.3", "0.3"], results
+    assert results["3"] == ["0.30000000000000004", "0.30000000000000004"], results

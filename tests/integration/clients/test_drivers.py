@@ -312,13 +312,12 @@ def java_argv(java_classes):
 
 def test_pgjdbc_named_statements_binary_same_results_through_parley(pg, parley, target, java_classes):
     print(f"pgjdbc {jar_version(PGJDBC_JAR)}")
-    # pgjdbc sends extra_float_digits=3 in its startup packet; parley, like PgBouncer, needs to be told to accept it
-    run_three_ways(java_argv(java_classes), pg, parley, target, cwd=os.path.dirname(JAVA_SRC),
-                   ignore_startup_parameters="extra_float_digits")
+    # pgjdbc sends extra_float_digits=3 in its startup packet: parley tracks it like client_encoding (PgBouncer
+    # needs ignore_startup_parameters = extra_float_digits)
+    extra = {} if target == "parley" else {"ignore_startup_parameters": "extra_float_digits"}
+    run_three_ways(java_argv(java_classes), pg, parley, target, cwd=os.path.dirname(JAVA_SRC), **extra)
 
 
-@pytest.mark.xfail(strict=True, reason="parley bug: with default settings it refuses pgjdbc's startup parameter "
-                                       "extra_float_digits (FATAL 08P01 unsupported startup parameter)")
 def test_pgjdbc_connects_to_parley_with_default_settings(pg, parley, target, java_classes):
     if target != "parley":
         pytest.skip("parley only")
@@ -332,9 +331,6 @@ def test_pgjdbc_connects_to_parley_with_default_settings(pg, parley, target, jav
 ASYNCPG_RESET_QUERY = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"
 
 
-@pytest.mark.xfail(strict=True, reason="parley bug: a reset query (asyncpg's pool reset, or RESET ALL) makes the cache "
-                                       "miss every later read of that client (new settings fingerprint per reset, or "
-                                       "RESET ALL counted as a role change)")
 @pytest.mark.parametrize("reset", [ASYNCPG_RESET_QUERY, "RESET ALL"], ids=["asyncpg pool reset", "RESET ALL"])
 def test_cache_keeps_answering_a_client_after_its_pool_reset_query(pg, parley, target, reset):
     """asyncpg's pool sends its reset query on every release, so this is what decides whether an asyncpg application
