@@ -57,6 +57,10 @@ void sock_close(struct sock *s)
 		event_free(s->ev_write);
 		s->ev_write = NULL;
 	}
+	if (s->ssl) {
+		tls_close(s->ssl);
+		s->ssl = NULL;
+	}
 	if (s->fd >= 0) {
 		close(s->fd);
 		s->fd = -1;
@@ -83,8 +87,104 @@ void sock_want_read(struct sock *s, bool on)
 	s->reading = on;
 }
 
+/* Arms or disarms the write event to match what is left in s->out. */
+static void sock_arm_write(struct sock *s, bool on)
+{
+	if (on && !s->writing) {
+		event_add(s->ev_write, NULL);
+		s->writing = true;
+	} else if (!on && s->writing) {
+		event_del(s->ev_write);
+		s->writing = false;
+	}
+}
+
+/* Runs the TLS handshake while it is not finished: 1 when it is, 0 while it waits for the socket (the right event is
+ * armed), -1 when it failed (logged; errno = EPROTO). */
+static int sock_tls_handshake(struct sock *s)
+{
+	char err[512] = "";
+	if (SSL_is_init_finished(s->ssl))
+		return 1;
+	switch (tls_handshake(s->ssl, err, sizeof(err))) {
+	case TLS_IO_OK:
+		if (g.cfg.verbose > 0) {
+			char desc[128];
+			log_debug("fd %d: TLS handshake done (%s)", s->fd, tls_describe(s->ssl, desc, sizeof(desc)));
+		}
+		/* What was queued while the handshake ran (the server startup packet) can go now. */
+		sock_arm_write(s, evbuffer_get_length(s->out) > 0);
+		return 1;
+	case TLS_IO_WANT_READ:
+		sock_want_read(s, true);
+		sock_arm_write(s, false);
+		return 0;
+	case TLS_IO_WANT_WRITE:
+		sock_arm_write(s, true);
+		return 0;
+	case TLS_IO_EOF:
+	case TLS_IO_ERROR:
+		break;
+	}
+	log_info("fd %d: TLS handshake failed: %s", s->fd, *err ? err : "unknown error");
+	errno = EPROTO;
+	return -1;
+}
+
+/* sock_flush for a TLS socket: SSL_write from the front of s->out, up to one TLS record at a time. */
+static int sock_flush_tls(struct sock *s)
+{
+	char err[512];
+	bool blocked_on_read = false;
+	int hs;
+
+	if (s->tls_read_wants_write) {
+		/* an SSL_read waited for this writability: let the read callback run it again */
+		s->tls_read_wants_write = false;
+		event_active(s->ev_read, EV_READ, 1);
+	}
+	hs = sock_tls_handshake(s);
+	if (hs <= 0)
+		return hs;
+	while (evbuffer_get_length(s->out) > 0) {
+		size_t len = evbuffer_get_length(s->out), done = 0;
+		unsigned char *p;
+		if (len > 16384)
+			len = 16384;	/* one record */
+		p = evbuffer_pullup(s->out, (ev_ssize_t)len);
+		if (!p) {
+			errno = ENOMEM;
+			return -1;
+		}
+		switch (tls_write(s->ssl, p, len, &done, err, sizeof(err))) {
+		case TLS_IO_OK:
+			evbuffer_drain(s->out, done);
+			s->bytes_out += (uint64_t)done;
+			continue;
+		case TLS_IO_WANT_WRITE:
+			break;
+		case TLS_IO_WANT_READ:
+			s->tls_write_wants_read = true;
+			blocked_on_read = true;
+			sock_want_read(s, true);
+			break;
+		case TLS_IO_EOF:
+		case TLS_IO_ERROR:
+			if (*err)
+				log_debug("fd %d: TLS write failed: %s", s->fd, err);
+			errno = EPIPE;
+			return -1;
+		}
+		break;
+	}
+	sock_arm_write(s, evbuffer_get_length(s->out) > 0 && !blocked_on_read);
+	return 0;
+}
+
 int sock_flush(struct sock *s)
 {
+	if (s->ssl)
+		return sock_flush_tls(s);
 	while (evbuffer_get_length(s->out) > 0) {
 		int n = evbuffer_write(s->out, s->fd);
 		if (n < 0) {
@@ -115,6 +215,68 @@ int sock_flush(struct sock *s)
 #define SOCK_READ_MIN (1024 - 64)	/* 1 KiB minus libevent's chunk header */
 #define SOCK_READ_MAX (64 * 1024 - 64)
 
+/* sock_read for a TLS socket: runs the handshake until it is done, then SSL_read into reserved space of s->in until
+ * OpenSSL holds no decrypted byte (a record it has read whole is no longer visible to the socket's read event). */
+static int sock_read_tls(struct sock *s)
+{
+	char err[512];
+	size_t total = 0;
+	enum tls_io r = TLS_IO_OK;
+	int hs;
+
+	if (s->tls_write_wants_read) {
+		/* an SSL_write waited for this readability: let the write callback run it again */
+		s->tls_write_wants_read = false;
+		event_active(s->ev_write, EV_WRITE, 1);
+	}
+	hs = sock_tls_handshake(s);
+	if (hs <= 0) {
+		if (hs == 0)
+			errno = EAGAIN;
+		return -1;
+	}
+	do {
+		struct evbuffer_iovec v[1];
+		size_t want = s->read_size ? s->read_size : SOCK_READ_MIN, done = 0;
+		if (evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 1) != 1) {
+			errno = ENOMEM;
+			return -1;
+		}
+		r = tls_read(s->ssl, v[0].iov_base, v[0].iov_len, &done, err, sizeof(err));
+		if (r != TLS_IO_OK)
+			break;
+		v[0].iov_len = done;
+		if (evbuffer_commit_space(s->in, v, 1) < 0) {
+			errno = EIO;
+			return -1;
+		}
+		total += done;
+		if (done >= want && want < SOCK_READ_MAX)
+			s->read_size = (uint32_t)(want * 2 + 64 < SOCK_READ_MAX ? want * 2 + 64 : SOCK_READ_MAX);
+	} while (SSL_pending(s->ssl) > 0 && total < SOCK_READ_MAX * 4);
+	if (r == TLS_IO_WANT_WRITE) {
+		s->tls_read_wants_write = true;
+		sock_arm_write(s, true);
+	}
+	if (total > 0) {
+		if (SSL_pending(s->ssl) > 0)
+			event_active(s->ev_read, EV_READ, 1);	/* more decrypted bytes wait: come back */
+		return total > INT32_MAX ? INT32_MAX : (int)total;
+	}
+	switch (r) {
+	case TLS_IO_EOF:
+		return 0;
+	case TLS_IO_ERROR:
+		if (*err)
+			log_debug("fd %d: TLS read failed: %s", s->fd, err);
+		errno = EPROTO;
+		return -1;
+	default:
+		errno = EAGAIN;
+		return -1;
+	}
+}
+
 /* Reserves space at the end of s->in (the free tail of its last chunk and, if short, a new chunk), reads into it
  * with one read()/readv() and commits what arrived. */
 int sock_read(struct sock *s)
@@ -122,7 +284,11 @@ int sock_read(struct sock *s)
 	struct evbuffer_iovec v[2];
 	size_t want = s->read_size ? s->read_size : SOCK_READ_MIN, space;
 	ssize_t n;
-	int nv = evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 2);
+	int nv;
+
+	if (s->ssl)
+		return sock_read_tls(s);
+	nv = evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 2);
 	if (nv <= 0) {
 		errno = ENOMEM;
 		return -1;
@@ -707,6 +873,37 @@ static void client_startup(struct client *c, const struct startup_packet *sp)
 	client_start_auth(c);
 }
 
+/* Answers an SSLRequest with 'S' and starts the TLS handshake (sock_read drives it from the next read event) when
+ * client TLS is on and c came over TCP; frees pkt and returns true then, also when c was closed. Returns false
+ * (pkt untouched) when the request is to be refused with 'N'. */
+static bool client_start_tls(struct client *c, uint8_t *pkt)
+{
+	if (tls_client_mode() == TLS_DISABLE || strcmp(c->addr, "unix") == 0)
+		return false;
+	free(pkt);
+	if (c->s.ssl) {
+		client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "SSL request inside an SSL connection");
+		return true;
+	}
+	/* Bytes sent after the SSLRequest but before the handshake were not protected by TLS, yet would be read as if
+	 * they had been (CVE-2021-23222 / CVE-2021-23214): refuse them. */
+	if (evbuffer_get_length(c->s.in) > 0) {
+		client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "received unencrypted data after SSL request");
+		return true;
+	}
+	evbuffer_add(c->s.out, "S", 1);
+	if (sock_flush(&c->s) < 0 || evbuffer_get_length(c->s.out) > 0) {
+		client_disconnect(c, NULL, "could not answer the SSL request");
+		return true;
+	}
+	c->s.ssl = tls_accept_new(c->s.fd);
+	if (!c->s.ssl) {
+		client_disconnect(c, NULL, "cannot start TLS");
+		return true;
+	}
+	return true;
+}
+
 /* Reads startup-phase packets and authentication messages. */
 static void client_login_step(struct client *c)
 {
@@ -740,6 +937,8 @@ static void client_login_step(struct client *c)
 				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, err);
 				return;
 			}
+			if (sp.code == PROTO_SSL_REQUEST && client_start_tls(c, pkt))
+				return;
 			if (sp.code == PROTO_SSL_REQUEST || sp.code == PROTO_GSSENC_REQUEST) {
 				free(pkt);
 				evbuffer_add(c->s.out, "N", 1);
@@ -753,6 +952,12 @@ static void client_login_step(struct client *c)
 				free(pkt);
 				client_handle_cancel(sp.cancel_pid, sp.cancel_key);
 				client_disconnect(c, NULL, "cancel request handled");
+				return;
+			}
+			/* As PgBouncer: TLS is required on TCP only (a unix socket is never offered TLS). */
+			if (!c->s.ssl && tls_client_mode() >= TLS_REQUIRE && strcmp(c->addr, "unix") != 0) {
+				free(pkt);
+				client_disconnect(c, SQLSTATE_INVALID_AUTH_SPEC, "SSL required");
 				return;
 			}
 			client_startup(c, &sp);	/* sp points into pkt */

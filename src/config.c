@@ -35,6 +35,8 @@
 	  .implemented = true, .help = (h), .choices = (list) }
 
 static const char *const feed_modes[] = { "auto", "on", "off", NULL };
+/* client_tls_sslmode / server_tls_sslmode, in tls.h's enum tls_mode order */
+static const char *const tls_modes[] = { "disable", "allow", "prefer", "require", "verify-ca", "verify-full", NULL };
 
 #define DEFAULT_AUTH_QUERY \
 	"SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin"
@@ -63,14 +65,14 @@ static const struct setting settings[] = {
 	S_TIME("client_idle_timeout", client_idle_timeout, "0", R, "close client connections idle this long (0 = never)"),
 	S_TIME("client_login_timeout", client_login_timeout, "60", R, "close clients that have not logged in after this long"),
 	C_STR("client_tls13_ciphers", NULL, R, "TLS 1.3 cipher suites for client connections"),
-	C_STR("client_tls_ca_file", "", R, "CA file for client certificates"),
-	C_STR("client_tls_cert_file", "", R, "certificate presented to clients"),
-	C_STR("client_tls_ciphers", "default", R, "TLS cipher list for client connections"),
+	S_STR("client_tls_ca_file", client_tls_ca_file, "", R, "CA that signs client certificates (needed by verify-ca and verify-full)"),
+	S_STR("client_tls_cert_file", client_tls_cert_file, "", R, "certificate (PEM, may hold the chain) presented to clients"),
+	S_STR("client_tls_ciphers", client_tls_ciphers, "default", R, "OpenSSL cipher list (TLS 1.2 and older) for client connections; default = OpenSSL's"),
 	C_STR("client_tls_dheparams", "auto", R, "DH parameters for client connections"),
 	C_STR("client_tls_ecdhcurve", "auto", R, "ECDH curve for client connections"),
-	C_STR("client_tls_key_file", "", R, "private key for client_tls_cert_file"),
-	C_STR("client_tls_protocols", "secure", R, "TLS protocol versions for client connections"),
-	C_STR("client_tls_sslmode", "disable", R, "TLS mode for client connections (parley speaks plain TCP only)"),
+	S_STR("client_tls_key_file", client_tls_key_file, "", R, "private key (PEM) of client_tls_cert_file"),
+	S_STR("client_tls_protocols", client_tls_protocols, "secure", R, "TLS versions for client connections: tlsv1.0, tlsv1.1, tlsv1.2, tlsv1.3, secure (1.2 and 1.3), all"),
+	S_CHOICE("client_tls_sslmode", client_tls_sslmode, "disable", R, tls_modes, "TLS for client connections: disable, allow, prefer, require (no plain TCP logins), verify-ca or verify-full (client certificate required)"),
 	C_STR("conffile", NULL, R, "path of the configuration file (informational)"),
 	S_INT("default_pool_size", default_pool_size, "20", R, 0, IMAX, "server connections per user/database pair"),
 	S_BOOL("disable_pqexec", disable_pqexec, "0", NR, "reject the simple query protocol"),
@@ -122,12 +124,12 @@ static const struct setting settings[] = {
 	S_BOOL("server_reset_query_always", server_reset_query_always, "0", R, "run server_reset_query in transaction and statement mode too"),
 	S_BOOL("server_round_robin", server_round_robin, "0", R, "reuse server connections round-robin instead of last-in-first-out"),
 	C_STR("server_tls13_ciphers", NULL, R, "TLS 1.3 cipher suites for server connections"),
-	C_STR("server_tls_ca_file", "", R, "CA file for server certificates"),
-	C_STR("server_tls_cert_file", "", R, "client certificate presented to servers"),
-	C_STR("server_tls_ciphers", "default", R, "TLS cipher list for server connections"),
-	C_STR("server_tls_key_file", "", R, "private key for server_tls_cert_file"),
-	C_STR("server_tls_protocols", "secure", R, "TLS protocol versions for server connections"),
-	C_STR("server_tls_sslmode", "disable", R, "TLS mode for server connections (parley speaks plain TCP only)"),
+	S_STR("server_tls_ca_file", server_tls_ca_file, "", R, "CA that signs server certificates (verify-ca and verify-full; empty = the system's CAs)"),
+	S_STR("server_tls_cert_file", server_tls_cert_file, "", R, "client certificate (PEM) presented to servers (optional)"),
+	S_STR("server_tls_ciphers", server_tls_ciphers, "default", R, "OpenSSL cipher list (TLS 1.2 and older) for server connections; default = OpenSSL's"),
+	S_STR("server_tls_key_file", server_tls_key_file, "", R, "private key (PEM) of server_tls_cert_file"),
+	S_STR("server_tls_protocols", server_tls_protocols, "secure", R, "TLS versions for server connections (as client_tls_protocols)"),
+	S_CHOICE("server_tls_sslmode", server_tls_sslmode, "disable", R, tls_modes, "TLS for server connections: disable, allow and prefer (TLS if the server offers it), require, verify-ca or verify-full"),
 	C_STR("service_name", NULL, NR, "Windows service name (alias of job_name)"),
 	ROW("slow_query_threshold", SET_TIME, F(slow_query_threshold), "1", R, true, 0, TIME_MAX_SEC, "log queries slower than this (0 = off)"),
 	S_BOOL("so_reuseport", so_reuseport, "0", NR, "set SO_REUSEPORT on listening sockets"),

@@ -107,6 +107,19 @@ struct parley_config {
 	int tcp_socket_buffer;      /* 0 */
 	bool so_reuseport;          /* false */
 	usec_t dns_max_ttl;         /* 15 s; accepted, unused */
+	/* TLS (tls.c): client_tls_* for connections from clients, server_tls_* for connections to PostgreSQL */
+	char *client_tls_sslmode;   /* "disable", "allow", "prefer", "require", "verify-ca" or "verify-full" */
+	char *client_tls_key_file;  /* "" = none; PEM private key of client_tls_cert_file */
+	char *client_tls_cert_file; /* "" = none; PEM certificate (chain) presented to clients */
+	char *client_tls_ca_file;   /* "" = none; CA that signs client certificates (verify-ca / verify-full) */
+	char *client_tls_protocols; /* "secure" (TLS 1.2 and 1.3) */
+	char *client_tls_ciphers;   /* "default" = OpenSSL's list */
+	char *server_tls_sslmode;   /* "disable" (see tls.h for the meaning of each mode) */
+	char *server_tls_key_file;  /* "" = none; client certificate key presented to PostgreSQL */
+	char *server_tls_cert_file; /* "" = none */
+	char *server_tls_ca_file;   /* "" = system CAs; CA that signs the servers' certificates (verify-ca / verify-full) */
+	char *server_tls_protocols; /* "secure" */
+	char *server_tls_ciphers;   /* "default" */
 	/* parley's own */
 	char *metrics_listen_addr;  /* "127.0.0.1" */
 	int metrics_port;           /* 0 = disabled */

@@ -301,6 +301,8 @@ void parley_reload(void)
 	g.cfg = fresh;
 	apply_log_settings(cli_verbose);
 	log_config_warnings(&g.cfg);
+	if (tls_configure(&g.cfg, err, sizeof(err)) < 0)
+		log_error("TLS settings not applied, the previous TLS setup stays in use: %s", err);
 	pool_reload();
 	cache_apply_config(&g.cfg);
 	notify_apply_config(&g.cfg);
@@ -324,7 +326,10 @@ void parley_shutdown(enum shutdown_mode mode)
 
 void parley_settings_changed(void)
 {
+	char err[1024];
 	apply_log_settings(cli_verbose);
+	if (tls_configure(&g.cfg, err, sizeof(err)) < 0)
+		log_error("TLS settings not applied, the previous TLS setup stays in use: %s", err);
 	pool_reload();
 	cache_apply_config(&g.cfg);
 	notify_apply_config(&g.cfg);
@@ -506,6 +511,15 @@ int main(int argc, char **argv)
 	}
 	apply_log_settings(cli_verbose);
 	log_config_warnings(&g.cfg);
+	if (tls_configure(&g.cfg, err, sizeof(err)) < 0) {
+		if (g.cfg.logfile && *g.cfg.logfile)
+			log_fatal("%s", err);
+		fprintf(stderr, "parley: %s\n", err);
+		tls_shutdown();
+		auth_users_free(&g.auth_users);
+		config_free(&g.cfg);
+		return 1;
+	}
 	if (daemon_mode && daemonize() < 0) {
 		log_fatal("cannot daemonize: %s", strerror(errno));
 		return 1;
@@ -562,6 +576,7 @@ int main(int argc, char **argv)
 	cache_shutdown();
 	shape_shutdown();
 	auth_users_free(&g.auth_users);
+	tls_shutdown();
 	if (pidfile_written)
 		unlink(g.cfg.pidfile);
 	config_free(&g.cfg);

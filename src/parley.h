@@ -8,6 +8,7 @@
 #include "log.h"
 #include "proto.h"
 #include "relay.h"
+#include "tls.h"
 #include <event2/event.h>
 #include <event2/buffer.h>
 #include <netinet/in.h>
@@ -79,6 +80,9 @@ struct sock {
 	bool writing;                /* ev_write is armed */
 	uint32_t pkt_remain;         /* bytes of the message being passed through still to move */
 	uint32_t read_size;          /* bytes sock_read asks for next: grows while reads fill it, shrinks when they don't */
+	SSL *ssl;                    /* TLS session (owned; freed by sock_close), or NULL for plain TCP */
+	bool tls_read_wants_write;   /* an SSL_read stopped until the socket is writable: the write event retries it */
+	bool tls_write_wants_read;   /* an SSL_write stopped until the socket is readable: the read event retries it */
 	uint64_t bytes_in, bytes_out;
 };
 
@@ -127,6 +131,7 @@ struct server {
 	struct varcache vars;        /* values PostgreSQL reported for this session */
 	struct scram_state scram;
 	bool connected;              /* TCP connect finished */
+	bool tls_requested;          /* SSLRequest sent: the next byte from the server is its one-byte answer */
 	bool ready;                  /* login finished */
 	bool internal;               /* running a query of parley's own: responses are swallowed */
 	bool dirty;                  /* close instead of reusing (config changed, protocol confusion) */

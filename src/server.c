@@ -24,6 +24,7 @@ const char *server_state_name(enum server_state s)
 static void server_on_read(evutil_socket_t fd, short what, void *arg);
 static void server_on_write(evutil_socket_t fd, short what, void *arg);
 static void server_on_timeout(evutil_socket_t fd, short what, void *arg);
+static void server_login_error(struct server *sv, const char *sqlstate, const char *msg);
 
 static void send_pkt(struct sock *s, struct pkt_builder *b)
 {
@@ -283,6 +284,62 @@ static void server_send_startup(struct server *sv)
 	pkt_free(&b);
 }
 
+/* With server_tls_sslmode other than disable and a TCP server, queues an SSLRequest (the startup packet follows
+ * the answer) and returns true. */
+static bool server_request_tls(struct server *sv)
+{
+	struct pkt_builder b;
+	if (tls_server_mode() == TLS_DISABLE || !sv->pool->host || sv->pool->host[0] == '/')
+		return false;
+	pkt_init(&b);
+	pkt_u32(&b, 8);
+	pkt_u32(&b, PROTO_SSL_REQUEST);
+	send_pkt(&sv->s, &b);
+	pkt_free(&b);
+	sv->tls_requested = true;
+	return true;
+}
+
+/* Handles the server's one-byte answer to the SSLRequest: 'S' starts the TLS handshake (the startup packet is queued
+ * behind it), 'N' continues in plain text unless TLS is required. Returns false if the server was closed. */
+static bool server_tls_answer(struct server *sv)
+{
+	uint8_t answer;
+	char msg[300];
+	if (evbuffer_remove(sv->s.in, &answer, 1) != 1)
+		return true;
+	sv->tls_requested = false;
+	if (answer == 'S') {
+		/* Bytes after the 'S' arrived before TLS protected anything (CVE-2021-23222): refuse them. */
+		if (evbuffer_get_length(sv->s.in) > 0) {
+			server_login_error(sv, SQLSTATE_PROTOCOL_VIOLATION, "server sent unencrypted data after its SSL response");
+			return false;
+		}
+		sv->s.ssl = tls_connect_new(sv->s.fd, sv->pool->host);
+		if (!sv->s.ssl) {
+			server_login_error(sv, SQLSTATE_CONNECTION_FAILURE, "cannot start TLS to the server");
+			return false;
+		}
+	} else if (answer == 'N') {
+		if (tls_server_mode() >= TLS_REQUIRE) {
+			snprintf(msg, sizeof(msg), "server %s does not support TLS (server_tls_sslmode = %s)", sv->addr,
+				 tls_mode_names[tls_server_mode()]);
+			server_login_error(sv, SQLSTATE_CONNECTION_FAILURE, msg);
+			return false;
+		}
+	} else {
+		snprintf(msg, sizeof(msg), "server %s sent an invalid answer to the SSL request", sv->addr);
+		server_login_error(sv, SQLSTATE_PROTOCOL_VIOLATION, msg);
+		return false;
+	}
+	server_send_startup(sv);
+	if (sock_flush(&sv->s) < 0) {
+		server_login_error(sv, SQLSTATE_CONNECTION_FAILURE, "server socket write failed");
+		return false;
+	}
+	return true;
+}
+
 static void server_on_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *sv = arg;
@@ -302,7 +359,8 @@ static void server_on_write(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		sv->connected = true;
-		server_send_startup(sv);
+		if (!server_request_tls(sv))
+			server_send_startup(sv);
 		sock_want_read(&sv->s, true);
 	}
 	if (sock_flush(&sv->s) < 0) {
@@ -534,6 +592,8 @@ static void server_login_step(struct server *sv)
 {
 	uint8_t hdr[5];
 	const char *why;
+	if (sv->tls_requested && !server_tls_answer(sv))
+		return;
 	while (sv->state == SV_LOGIN) {
 		size_t avail = evbuffer_get_length(sv->s.in);
 		struct pkt_header h;

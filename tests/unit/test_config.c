@@ -600,7 +600,7 @@ static void test_warnings(void **state)
 	load_ok("[pgbouncer]\n"
 		"syslog = 1\n"
 		"listen_port = 6000\n"
-		"client_tls_sslmode = require\n"
+		"client_tls_ecdhcurve = prime256v1\n"
 		"[peers]\n"
 		"1 = host=x\n"
 		"[databases]\n"
@@ -611,7 +611,7 @@ static void test_warnings(void **state)
 		&cfg, &path);
 	snprintf(expect, sizeof(expect),
 		 "%1$s:2: setting \"syslog\" is accepted for compatibility but has no effect in parley\n"
-		 "%1$s:4: setting \"client_tls_sslmode\" is accepted for compatibility but has no effect in parley\n"
+		 "%1$s:4: setting \"client_tls_ecdhcurve\" is accepted for compatibility but has no effect in parley\n"
 		 "%1$s:5: section [peers] is accepted but ignored by this version of parley\n"
 		 "%1$s:8: database \"d\": parameter \"auth_dbname\" is accepted for compatibility but has no effect in parley\n"
 		 "%1$s:9: database \"d\" is defined again; this definition replaces the earlier one\n"
@@ -620,7 +620,7 @@ static void test_warnings(void **state)
 	assert_non_null(cfg.warnings);
 	assert_string_equal(cfg.warnings, expect);
 	assert_string_equal(text_of(&cfg, "syslog"), "1");
-	assert_string_equal(text_of(&cfg, "client_tls_sslmode"), "require");
+	assert_string_equal(text_of(&cfg, "client_tls_ecdhcurve"), "prime256v1");
 	assert_string_equal(text_of(&cfg, "server_tls_sslmode"), "disable");
 	assert_string_equal(config_find_db(&cfg, "d")->host, "y");
 	assert_int_equal(cfg.listen_port, 6000);
