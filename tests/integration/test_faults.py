@@ -3,7 +3,6 @@ parley's startup, a server that accepts and never answers, a client that stops r
 that connect and never send a startup packet. (Malformed input, a 2 GB length and refused connections are in
 test_robustness.py.)"""
 
-import os
 import socket
 import struct
 import threading
