@@ -221,7 +221,9 @@ static int open_listeners(void)
 	return 0;
 }
 
-static int load_auth_file(const struct parley_config *cfg, struct auth_user **out)
+/* Loads cfg's auth_file into *out and warns when group or others may read it. At startup (the logfile is already
+ * open) a failure is FATAL, so it also reaches stderr; on reload it is an ERROR and the old users stay. */
+static int load_auth_file(const struct parley_config *cfg, struct auth_user **out, bool startup)
 {
 	char err[512];
 	struct stat st;
@@ -229,7 +231,10 @@ static int load_auth_file(const struct parley_config *cfg, struct auth_user **ou
 	if (!cfg->auth_file || !*cfg->auth_file)
 		return 0;
 	if (auth_file_load(cfg->auth_file, out, err, sizeof(err)) < 0) {
-		log_error("%s", err);
+		if (startup)
+			log_fatal("%s", err);
+		else
+			log_error("%s", err);
 		return -1;
 	}
 	if (stat(cfg->auth_file, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
@@ -275,7 +280,7 @@ void parley_reload(void)
 		log_error("reload failed, keeping the running configuration: %s", err);
 		return;
 	}
-	if (load_auth_file(&fresh, &users) < 0) {
+	if (load_auth_file(&fresh, &users, false) < 0) {
 		log_error("reload failed, keeping the running configuration");
 		config_free(&fresh);
 		return;
@@ -505,11 +510,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "parley: %s\n", err);
 		return 1;
 	}
-	if (load_auth_file(&g.cfg, &g.auth_users) < 0) {
+	/* The logfile first, so that the auth_file permission warning lands in it. */
+	apply_log_settings(cli_verbose);
+	if (load_auth_file(&g.cfg, &g.auth_users, true) < 0) {
 		config_free(&g.cfg);
 		return 1;
 	}
-	apply_log_settings(cli_verbose);
 	log_config_warnings(&g.cfg);
 	if (tls_configure(&g.cfg, err, sizeof(err)) < 0) {
 		if (g.cfg.logfile && *g.cfg.logfile)
