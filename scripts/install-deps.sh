@@ -22,7 +22,8 @@ PACKAGES=(
 	python3-asyncpg libpostgresql-jdbc-java openjdk-17-jdk-headless
 	# the metrics tests: promtool check metrics/rules and a real Prometheus server scraping parley
 	prometheus
-	# (clang, for the fuzzers, is not needed yet)
+	# the fuzz targets (tests/fuzz, part of make check): clang with libFuzzer and the sanitizer runtimes
+	clang libclang-rt-14-dev
 )
 
 command -v dpkg-query >/dev/null 2>&1 ||
