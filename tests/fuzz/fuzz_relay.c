@@ -120,8 +120,9 @@ bool notify_cache_usable(const struct pool *p)
  * src/relay.c which this target must not change): a ParseComplete whose length word is not 4 and whose body has not
  * all arrived makes relay_server_input count bytes it does not have and crash. Until that is fixed, server bytes
  * that would put such a header at a message boundary are dropped, so the target keeps finding new things; set
- * PARLEY_FUZZ_RAW_SERVER=1 to feed them anyway (tests/fuzz/corpus/fuzz_relay/ has no such input: reproducers of
- * the bug live in the report). The framer follows the server stream exactly as the relay reads it: message after
+ * PARLEY_FUZZ_RAW_SERVER=1 to feed them anyway: tests/fuzz/corpus/fuzz_relay/bug_parsecomplete_length then crashes
+ * (Parse/Bind/Execute/Sync of "SELECT 1", answered by a ParseComplete of length 1000 with 20 bytes of body). Once
+ * relay.c checks that length, remove this filter and that seed becomes the regression test. The framer follows the server stream exactly as the relay reads it: message after
  * message from the first byte, headers possibly split across records.
  */
 struct framer {
