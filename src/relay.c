@@ -1864,9 +1864,10 @@ void relay_server_input(struct server *sv)
 			break;
 		case BE_PARSE_COMPLETE:
 			if (slot && slot->kind == SL_PARSE) {
+				/* the pop must happen after the whole message (PostgreSQL's is 5 bytes; a server may lie) */
+				if (avail < mlen)
+					goto out;
 				if (slot->action == SA_SWALLOW) {
-					if (avail < mlen)
-						goto out;
 					if (batch) {
 						evbuffer_remove_buffer(in, c->s.out, batch);
 						batch = 0;
