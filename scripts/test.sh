@@ -16,6 +16,8 @@
 #   SANITIZE_DIR      where the sanitizer build goes (default: parley-sanitize in the tree, git-ignored)
 #   SANITIZE=1        configure the normal build itself with --enable-sanitizers (then no second build)
 #   FULL=1            also run `make distcheck` (slow)
+#   FUZZ_SECONDS=40   seconds each libFuzzer target runs in the normal build's make check (SANITIZE_FUZZ_SECONDS=10
+#                     in the sanitizer build's)
 #   SKIP_DEPS=1       do not run scripts/install-deps.sh
 #   CONFIGURE_FLAGS   extra ./configure arguments (word-split)
 #   MAKE_JOBS=2       make -j value
@@ -158,6 +160,8 @@ else
 	# pooler output holds a sanitizer report, and parley exits normally on the harness's SIGTERM, so leaks show.
 	export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1"
 	export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1"
+	# the fuzz targets carry clang's own sanitizers whatever the build: a short second pass is enough here
+	export FUZZ_SECONDS=${SANITIZE_FUZZ_SECONDS:-10}
 	run_check sanitizer
 	print_summary "sanitizer (ASan+UBSan+LSan)"
 	cd "$PARLEY_ROOT"
