@@ -774,7 +774,9 @@ static void server_on_read(evutil_socket_t fd, short what, void *arg)
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return;
-		if (!sv->ready)
+		if (!sv->ready && errno == EPROTO && sv->s.ssl)
+			server_login_error(sv, SQLSTATE_CONNECTION_FAILURE, "TLS handshake with the server failed (the reason is in parley's log)");
+		else if (!sv->ready)
 			server_login_error(sv, SQLSTATE_CONNECTION_FAILURE, "server socket read failed");
 		else
 			server_disconnect(sv, "server socket read failed");
