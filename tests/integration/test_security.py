@@ -39,8 +39,9 @@ def secrets(pg):
 
 
 def test_passwords_and_query_values_never_logged_at_verbose_2(parley, pg, target):
-    p = parley(verbose=2, slow_query_threshold=0.1, log_connections=1, log_disconnections=1, log_pooler_errors=1,
-               pool_mode="transaction", server_login_retry=0.1,
+    extra = {"slow_query_threshold": 0.1} if target == "parley" else {}  # parley's slow-query log
+    p = parley(verbose=2, log_connections=1, log_disconnections=1, log_pooler_errors=1,
+               pool_mode="transaction", server_login_retry=0.1, **extra,
                databases_extra=[
                    # a forced server user whose password comes from [databases]
                    f"pwdb = host={pg.host} port={pg.port} dbname=parlant user=app_scram "
@@ -88,6 +89,8 @@ def test_passwords_and_query_values_never_logged_at_verbose_2(parley, pg, target
         assert "app_badsrv" in log and "badpwdb" in log, log[-3000:]
         assert "DEBUG" in log or "NOISE" in log or "debug" in log, log[-3000:]
     leaked = {label: s for label, s in secrets(pg).items() if s in log}
+    if leaked and target == "pgbouncer":  # which shows this check has teeth
+        pytest.xfail(f"PgBouncer 1.18 logs secrets at verbose=2: {sorted(leaked)}")
     assert not leaked, f"secrets in the log at verbose=2: {leaked}\n" + \
         "\n".join(line for line in log.splitlines() if any(s in line for s in leaked.values()))[:4000]
     print(f"\nlog of {len(log)} bytes, {log.count(chr(10))} lines: no password, secret, literal or parameter in it")
