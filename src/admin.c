@@ -549,7 +549,7 @@ static void server_row(struct result *r, const struct server *sv)
 	usec_t last = sv->client ? sv->link_time : sv->last_used;
 	row_str(&w, "S");
 	row_str(&w, p->server_user);
-	row_str(&w, p->server_dbname);
+	row_str(&w, p->dbname);
 	row_str(&w, "none");
 	row_str(&w, sv->state == SV_LOGIN ? "new" : server_state_name(sv->state));
 	row_str(&w, p->host && *p->host ? p->host : "unix");

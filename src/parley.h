@@ -193,6 +193,7 @@ struct pool {
 	bool welcome_ready;
 
 	usec_t last_login_fail;          /* monotonic time of the last failed server login, 0 if none */
+	bool last_fail_unreachable;      /* that failure was the server not answering (08xxx), not a refused login */
 	char last_login_error[256];
 	bool paused;
 

@@ -181,6 +181,17 @@ static usec_t oldest_wait(const struct pool *p, usec_t now)
 	return now - c->request_time;
 }
 
+/* Whether the pool is still in its server_login_retry pause after a failed login. An unreachable server (down,
+ * restarting) is retried after at most a second, so clients are served again within a second of it coming back;
+ * a login PostgreSQL refused (password, missing database) waits the whole server_login_retry. */
+static bool login_retry_pending(const struct pool *p, usec_t now)
+{
+	usec_t wait = g.cfg.server_login_retry;
+	if (p->last_fail_unreachable && wait > USEC_PER_SEC)
+		wait = USEC_PER_SEC;
+	return p->last_login_fail && now - p->last_login_fail < wait;
+}
+
 void pool_launch_if_needed(struct pool *p)
 {
 	usec_t now;
@@ -199,7 +210,7 @@ void pool_launch_if_needed(struct pool *p)
 	if ((long long)total >= (long long)p->pool_size + (p->reserve_pool > 0 ? p->reserve_pool : 0))
 		return;
 	now = now_usec();
-	if (p->last_login_fail && now - p->last_login_fail < g.cfg.server_login_retry)
+	if (login_retry_pending(p, now))
 		return;
 	limit = p->pool_size;
 	if (p->reserve_pool > 0 && g.cfg.reserve_pool_timeout >= 0 && oldest_wait(p, now) >= g.cfg.reserve_pool_timeout &&
@@ -237,7 +248,7 @@ bool pool_request_server(struct client *c)
 		link_pair(sv, c);
 		return true;
 	}
-	if (p->last_login_fail && now_usec() - p->last_login_fail < g.cfg.server_login_retry && pool_server_total(p) == 0) {
+	if (login_retry_pending(p, now_usec()) && pool_server_total(p) == 0) {
 		char msg[400];
 		snprintf(msg, sizeof(msg), "server login has been failing, try again later (server_login_retry): %s",
 			 p->last_login_error);
@@ -298,6 +309,7 @@ void pool_release_server(struct server *sv)
 void pool_login_failed(struct pool *p, const char *sqlstate, const char *message)
 {
 	char msg[400];
+	p->last_fail_unreachable = sqlstate && (strncmp(sqlstate, "08", 2) == 0 || strcmp(sqlstate, "57P03") == 0);
 	/* Clients keep waiting while other servers of the pool can still serve them. */
 	if (pool_server_total(p) > 0)
 		return;
@@ -378,7 +390,7 @@ static void pool_check_servers(struct pool *p, usec_t now)
 	(void)tmp;
 	/* Keep min_pool_size connections warm (once the pool is in use and the server is reachable). */
 	if (g.shutdown == SHUTDOWN_NONE && !p->paused && p->min_pool_size > 0 && list_empty(&p->servers_login) &&
-	    !(p->last_login_fail && now - p->last_login_fail < g.cfg.server_login_retry)) {
+	    !login_retry_pending(p, now)) {
 		int limit = p->min_pool_size < p->pool_size ? p->min_pool_size : p->pool_size;
 		while (total < limit) {
 			if (p->max_db_connections > 0 && db_server_total(p) >= p->max_db_connections)
