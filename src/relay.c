@@ -95,9 +95,17 @@ struct stmt_def {
 static struct stmt_def *stmt_defs;
 static uint64_t stmt_next_seq = 1;
 
-static struct stmt_def *stmt_def_get(const char *text, size_t tlen, const uint8_t *types, size_t typlen)
+/* The definition of text + types, new or shared (a reference). hint, if not NULL, is tried first without hashing:
+ * drivers send the same unnamed Parse again and again. */
+static struct stmt_def *stmt_def_get(struct stmt_def *hint, const char *text, size_t tlen, const uint8_t *types,
+				     size_t typlen)
 {
 	struct stmt_def *d;
+	if (hint && hint->text_len == tlen && hint->keylen == tlen + 1 + typlen && memcmp(hint->key, text, tlen) == 0 &&
+	    memcmp(hint->key + tlen + 1, types, typlen) == 0) {
+		hint->refs++;
+		return hint;
+	}
 	size_t klen = tlen + 1 + typlen;
 	char stackkey[1024];
 	char *key = klen <= sizeof(stackkey) ? stackkey : xmalloc(klen);
@@ -1094,7 +1102,7 @@ static enum plan_rc plan_extended(struct client *c)
 				if (s)
 					return PLAN_FORWARD; /* redefining a name: let the server say what it thinks */
 			}
-			def = stmt_def_get(ptext, strlen(ptext), parse + tpos, (size_t)ntypes * 4 + 2);
+			def = stmt_def_get(rc->unnamed, ptext, strlen(ptext), parse + tpos, (size_t)ntypes * 4 + 2);
 			parse_name = pname;
 		} else if (*bstmt) {
 			struct client_stmt *s;
@@ -1188,7 +1196,7 @@ static enum plan_rc plan_prepare_only(struct client *c, uint32_t mlen)
 	HASH_FIND_STR(rc->stmts, name, s);
 	if (s)
 		return PLAN_FORWARD; /* redefinition: the server reports the error */
-	def = stmt_def_get(text, strlen(text), msg + 5 + tpos, (size_t)ntypes * 4 + 2);
+	def = stmt_def_get(NULL, text, strlen(text), msg + 5 + tpos, (size_t)ntypes * 4 + 2);
 	if (def->shape->kind == SHAPE_UNPARSED) {
 		stmt_def_unref(def);
 		return PLAN_FORWARD;
@@ -1391,7 +1399,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			disconnect_malformed(c, "Parse");
 			return false;
 		}
-		def = stmt_def_get(text, strlen(text), body + tpos, (size_t)ntypes * 4 + 2);
+		def = stmt_def_get(*name ? NULL : rc->unnamed, text, strlen(text), body + tpos, (size_t)ntypes * 4 + 2);
 		if (!*name) {
 			stmt_def_unref(rc->unnamed);
 			rc->unnamed = def;
