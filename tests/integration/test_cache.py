@@ -149,8 +149,10 @@ def test_extended_protocol_hit_is_byte_identical_to_postgres(cached, pg, named):
     expected = extended(direct, AGENT_SQL_P, (aid,), stmt=stmt)
     w = wire_login(p)
     first = extended(w, AGENT_SQL_P, (aid,), stmt=stmt)
+    expected_bind_only = None
     if named:
         # Bind/Describe/Execute/Sync without Parse is another request (no ParseComplete): it fills its own entry
+        expected_bind_only = extended(direct, AGENT_SQL_P, (aid,), stmt=stmt, parse=False)
         extended(w, AGENT_SQL_P, (aid,), stmt=stmt, parse=False)
     set_name_directly(pg, aid, "changed")
     # named: the statement exists now, bind it again without Parse (as pgbench -M prepared does)
@@ -159,10 +161,10 @@ def test_extended_protocol_hit_is_byte_identical_to_postgres(cached, pg, named):
     assert raw(first) == raw(expected)
     assert names(second) == ["beta"], "not served from cache"
     if named:
-        # PostgreSQL now answers with the changed name; apart from that row the bytes are the same
+        # the hit is PostgreSQL's own reply to the same Bind-only request, from before the change
         assert [t for t, _ in second] == [t for t, _ in direct_second] == [b"2", b"T", b"D", b"C", b"Z"]
-        assert raw(second).replace(b"beta", b"xxxx") == raw(direct_second).replace(b"changed", b"xxxx")[:0] + \
-            raw(second).replace(b"beta", b"xxxx")
+        assert raw(second) == raw(expected_bind_only)
+        assert names(direct_second) == ["changed"]
     else:
         assert raw(second) == raw(expected)
     direct.close()
