@@ -25,7 +25,7 @@ def enough_fds():
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     if want < CLIENTS * 2 + 200:
-        pytest.skip(f"open-file limit {want} is too low for {CLIENTS} clients")
+        pytest.fail(f"open-file limit {want} is too low for {CLIENTS} clients (raise the hard limit: ulimit -Hn)")
     yield
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 

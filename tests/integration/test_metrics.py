@@ -34,7 +34,7 @@ def parley_only(target):
 
 def need(path):
     if not os.access(path, os.X_OK):
-        pytest.skip(f"{path} is missing: install Debian's prometheus package (scripts/install-deps.sh)")
+        pytest.fail(f"{path} is missing: install Debian's prometheus package (scripts/install-deps.sh)")
 
 
 def families(text):
