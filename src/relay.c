@@ -1871,27 +1871,6 @@ void relay_server_input(struct server *sv)
 			}
 			break;
 		case BE_PARSE_COMPLETE:
-			if (slot && slot->kind == SL_PARSE) {
-				/* the pop must happen after the whole message (PostgreSQL's is 5 bytes; a server may lie) */
-				if (avail < mlen)
-					goto out;
-				if (slot->action == SA_SWALLOW) {
-					if (batch) {
-						evbuffer_remove_buffer(in, c->s.out, batch);
-						batch = 0;
-					}
-					evbuffer_drain(in, mlen);
-					pop_and_synth(sv, c, &batch);
-					continue;
-				}
-				if (rs->cur_fill)
-					fill_copy(grp, in, batch, mlen);
-				rs->cur_fill = false;
-				batch += mlen;
-				pop_and_synth(sv, c, &batch);
-				continue;
-			}
-			break;
 		case BE_BIND_COMPLETE:
 		case BE_CLOSE_COMPLETE:
 		case BE_NO_DATA:
@@ -1899,7 +1878,8 @@ void relay_server_input(struct server *sv)
 		case BE_COMMAND_COMPLETE:
 		case BE_EMPTY_QUERY:
 		case BE_PORTAL_SUSPENDED: {
-			bool pops = slot && ((h.type == BE_BIND_COMPLETE && slot->kind == SL_BIND) ||
+			bool pops = slot && ((h.type == BE_PARSE_COMPLETE && slot->kind == SL_PARSE) ||
+					     (h.type == BE_BIND_COMPLETE && slot->kind == SL_BIND) ||
 					     (h.type == BE_CLOSE_COMPLETE && slot->kind == SL_CLOSE) ||
 					     ((h.type == BE_NO_DATA || h.type == BE_ROW_DESCRIPTION) &&
 					      (slot->kind == SL_DESCRIBE_S || slot->kind == SL_DESCRIBE_P)) ||
@@ -1912,11 +1892,11 @@ void relay_server_input(struct server *sv)
 				group_abort_fill(grp);
 			if (pops) {
 				if (avail < mlen) {
-					/* wait for the whole (small) message so the pop happens after it */
+					/* wait for the whole message so the pop happens after it (a server may lie about its length) */
 					goto out;
 				}
 				if (slot->action == SA_SWALLOW) {
-					/* the reply to parley's own Close */
+					/* the reply to parley's own Parse or Close */
 					if (batch) {
 						evbuffer_remove_buffer(in, c->s.out, batch);
 						batch = 0;

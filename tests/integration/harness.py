@@ -835,6 +835,24 @@ class Wire:
         return rows
 
 
+def console_rows(pooler, sql, user="postgres"):
+    """Rows of an admin console command as dicts (column name -> text); fails the test on an ErrorResponse."""
+    with Wire(pooler.host, pooler.port) as w:
+        w.login(user, database="pgbouncer")
+        msgs = w.query(sql)
+        errs = Wire.errors(msgs)
+        assert not errs, errs
+        cols = []
+        for t, payload in msgs:
+            if t == b"T":
+                off = 2
+                for _ in range(struct.unpack("!H", payload[:2])[0]):
+                    end = payload.index(b"\0", off)
+                    cols.append(payload[off:end].decode())
+                    off = end + 1 + 18  # table oid, attnum, type oid, typlen, typmod, format
+        return [dict(zip(cols, r)) for r in Wire.data_rows(msgs)]
+
+
 class ScramClient:
     """Client side of SCRAM-SHA-256 (RFC 5802/7677) as libpq does it: no channel binding, empty user name."""
 

@@ -11,11 +11,10 @@ import struct
 import threading
 import time
 
-import psycopg
 import pytest
 
 import harness
-from harness import Wire, message
+from harness import Wire, console_rows, message
 
 CACHE_POLICY = """
 [cache]
@@ -479,25 +478,6 @@ def test_pgbench_prepared_mode_in_transaction_pooling_runs_without_errors(cached
 # Memory bound and the console's view
 
 
-def console_rows(p, sql):
-    w = Wire(p.host, p.port)
-    w.login("postgres", database="pgbouncer")
-    try:
-        msgs = w.query(sql)
-        errs = Wire.errors(msgs)
-        assert not errs, errs
-        cols = []
-        for t, payload in msgs:
-            if t == b"T":
-                n = struct.unpack("!H", payload[:2])[0]
-                off = 2
-                for _ in range(n):
-                    end = payload.index(b"\0", off)
-                    cols.append(payload[off:end].decode())
-                    off = end + 1 + 18
-        return [dict(zip(cols, r)) for r in Wire.data_rows(msgs)]
-    finally:
-        w.close()
 
 
 def cache_figures(p):

@@ -4,7 +4,6 @@ that connect and never send a startup packet. (Malformed input, a 2 GB length an
 test_robustness.py.)"""
 
 import socket
-import struct
 import threading
 import time
 
@@ -12,7 +11,7 @@ import psycopg
 import pytest
 
 import harness
-from harness import PgServer, Wire, WireError, free_port, message, wait_until
+from harness import PgServer, Wire, WireError, console_rows, free_port, message, wait_until
 
 USER = "app_md5"
 
@@ -21,23 +20,6 @@ USER = "app_md5"
 # helpers
 
 
-def console_rows(p, sql):
-    """Rows of an admin console command as dicts (column name -> text)."""
-    with Wire(p.host, p.port) as w:
-        w.login("postgres", database="pgbouncer")
-        msgs = w.query(sql)
-        errs = Wire.errors(msgs)
-        assert not errs, errs
-        cols = []
-        for t, payload in msgs:
-            if t == b"T":
-                n = struct.unpack("!H", payload[:2])[0]
-                off = 2
-                for _ in range(n):
-                    end = payload.index(b"\0", off)
-                    cols.append(payload[off:end].decode())
-                    off = end + 1 + 18
-        return [dict(zip(cols, r)) for r in Wire.data_rows(msgs)]
 
 
 def pool_row(p, database, user=USER):

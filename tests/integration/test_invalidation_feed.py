@@ -12,14 +12,13 @@ notification is sent; a read through parley that still returns the old value was
 
 import os
 import statistics
-import struct
 import time
 import urllib.request
 
 import pytest
 
 import harness
-from harness import Wire
+from harness import Wire, console_rows
 
 FEED_DB = "parley_feed"
 POLICY = "[cache]\nparlant_agent = 300\nparlant_workspace = 300\n"
@@ -73,24 +72,6 @@ def make_agent(pg, name, ws=WS, heard_by=()):
     return aid
 
 
-def console_rows(p, sql):
-    w = Wire(p.host, p.port)
-    w.login("postgres", database="pgbouncer")
-    try:
-        msgs = w.query(sql)
-        assert not Wire.errors(msgs), Wire.errors(msgs)
-        cols = []
-        for t, payload in msgs:
-            if t == b"T":
-                n = struct.unpack("!H", payload[:2])[0]
-                off = 2
-                for _ in range(n):
-                    end = payload.index(b"\0", off)
-                    cols.append(payload[off:end].decode())
-                    off = end + 1 + 18
-        return [dict(zip(cols, r)) for r in Wire.data_rows(msgs)]
-    finally:
-        w.close()
 
 
 def feed_of(p, dbname=FEED_DB):

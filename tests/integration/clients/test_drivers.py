@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import time
 import pytest
 
 import harness
-from harness import PASSWORDS, Wire
+from harness import PASSWORDS, Wire, console_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA_SQL = os.path.join(HERE, "drivers_data.sql")
@@ -214,24 +213,6 @@ def check_lookups(out):
     assert after["journey states"][1:] == before["journey states"][1:]
 
 
-def console_rows(pooler, sql):
-    """Rows of an admin console command as dicts (column name -> text)."""
-    w = Wire(pooler.host, pooler.port)
-    try:
-        w.login("postgres", database="pgbouncer")
-        msgs = w.query(sql)
-        assert not Wire.errors(msgs), Wire.errors(msgs)
-        cols = []
-        for t, payload in msgs:
-            if t == b"T":
-                off = 2
-                for _ in range(struct.unpack("!H", payload[:2])[0]):
-                    end = payload.index(b"\0", off)
-                    cols.append(payload[off:end].decode())
-                    off = end + 1 + 18
-        return [dict(zip(cols, r)) for r in Wire.data_rows(msgs)]
-    finally:
-        w.close()
 
 
 def cache_figures(pooler):
