@@ -964,6 +964,39 @@ static enum plan_rc lookup_and_act(struct client *c, struct shape *sh, const str
 	return PLAN_FORWARD;
 }
 
+/* The shape plan_query found for the Query at the head of one client's input, handed to forward_message when that
+ * same message is forwarded (so a query's text is hashed and looked up once, not twice). It is used only for the
+ * same client and the same text at the same address in its input buffer; anything else ignores it. */
+static struct {
+	const struct client *c;          /* whose Query, or NULL */
+	const char *text;                /* where the text was in c's input buffer */
+	size_t tlen;
+	struct shape *sh;                /* reference, or NULL */
+	struct shape_lits lits;          /* the text's literals (may point into the text) */
+} plan_memo;
+
+static void plan_memo_drop(void)
+{
+	if (plan_memo.sh)
+		shape_unref(plan_memo.sh);
+	plan_memo.sh = NULL;
+	plan_memo.c = NULL;
+}
+
+/* Ends plan_query: a forwarded Query keeps its shape for forward_message, other outcomes drop the reference. */
+static enum plan_rc plan_query_done(struct client *c, const char *text, size_t tlen, struct shape *sh, enum plan_rc r)
+{
+	if (r != PLAN_FORWARD) {
+		shape_unref(sh);
+		return r;
+	}
+	plan_memo.c = c;
+	plan_memo.text = text;
+	plan_memo.tlen = tlen;
+	plan_memo.sh = sh;
+	return r;
+}
+
 static enum plan_rc plan_query(struct client *c, uint32_t mlen)
 {
 	struct relay_client *rc = rc_of(c);
@@ -972,7 +1005,7 @@ static enum plan_rc plan_query(struct client *c, uint32_t mlen)
 	size_t tlen = mlen - 6;
 	struct shape *sh;
 	usec_t ttl;
-	struct shape_lits lits;
+	struct shape_lits *lits = &plan_memo.lits;
 	struct pin_values pv = { NULL, 0, NULL };
 	struct cache_dep deps[CACHE_MAX_DEPS];
 	int ndeps;
@@ -980,26 +1013,24 @@ static enum plan_rc plan_query(struct client *c, uint32_t mlen)
 
 	if (!msg || msg[mlen - 1] != '\0' || memchr(text, '\0', tlen))
 		return PLAN_FORWARD;
-	sh = shape_get(text, tlen, &lits);
+	plan_memo_drop();
+	sh = shape_get(text, tlen, lits);
 	ttl = shape_ttl(sh);
 	if (ttl <= 0) {
 		rstats.cache_bypassed++;
-		shape_unref(sh);
-		return PLAN_FORWARD;
+		return plan_query_done(c, text, tlen, sh, PLAN_FORWARD);
 	}
-	pv.lits = &lits;
+	pv.lits = lits;
 	ndeps = build_deps(sh, &pv, deps);
 	if (ndeps < 0) {
 		sh->last_refusal = "too many table dependencies";
-		shape_unref(sh);
-		return PLAN_FORWARD;
+		return plan_query_done(c, text, tlen, sh, PLAN_FORWARD);
 	}
 	key_begin(c);
 	bb_u8(&rc->key, FE_QUERY);
 	bb_add(&rc->key, text, tlen);
 	r = lookup_and_act(c, sh, deps, ndeps, ttl, mlen, NULL, NULL);
-	shape_unref(sh);
-	return r;
+	return plan_query_done(c, text, tlen, sh, r);
 }
 
 /* Looks at the extended-protocol batch at the head of the input: a cacheable one is [Parse] Bind [Describe]
@@ -1366,13 +1397,20 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			const char *text = reader_cstr(&r);
 			struct shape *sh;
 			struct shape_lits lits;
-			struct pin_values pv = { NULL, 0, NULL };
+			struct pin_values pv = { NULL, 0, &lits };
 			if (r.failed || r.pos != blen) {
 				disconnect_malformed(c, "Query");
 				return false;
 			}
-			sh = shape_get(text, blen - 1, &lits);
-			pv.lits = &lits;
+			if (plan_memo.sh && plan_memo.c == c && plan_memo.text == text && plan_memo.tlen == blen - 1) {
+				/* plan_query looked at this very message: take its shape and literals */
+				sh = plan_memo.sh;
+				pv.lits = &plan_memo.lits;
+				plan_memo.sh = NULL;
+				plan_memo.c = NULL;
+			} else {
+				sh = shape_get(text, blen - 1, &lits);
+			}
 			note_statement(c, sv, grp, sh, text, blen - 1, &pv);
 			shape_unref(sh);
 			c->query_count++;
@@ -1954,6 +1992,8 @@ out:
 void relay_client_free(struct client *c)
 {
 	struct relay_client *rc = c->rc;
+	if (plan_memo.c == c)
+		plan_memo_drop();
 	if (!rc)
 		return;
 	if (rc->waiter)

@@ -2087,6 +2087,12 @@ struct shape_node {
 	struct shape_node *lru_prev, *lru_next; /* shape LRU list (head = most recent) */
 	struct memo *memos;                  /* memo entries naming this shape (dropped with it) */
 	bool in_table;
+	/* Whether remembering this shape's exact texts pays: a shape whose texts never repeat (a literal that varies
+	 * per call, like pgbench's account ids) would only churn the memo. Both counts halve now and then so the
+	 * decision follows the workload. */
+	uint32_t memo_added;                 /* texts of this shape put in the memo */
+	uint32_t memo_hits;                  /* lookups that found one of them */
+	uint32_t memo_skipped;               /* texts not remembered since the last one that was */
 };
 
 /* Literal of a remembered text: where its value is (in the text or in the memo's blob). */
@@ -2096,6 +2102,13 @@ struct memo_lit {
 	uint32_t off;     /* offset in the text (inblob false) or in blob (inblob true) */
 	bool inblob;
 };
+
+/* The memo's sampling of shapes whose texts do not repeat (memo_insert): after MEMO_MIN_SAMPLES texts of a shape
+ * with fewer than one hit per MEMO_MIN_HIT_RATIO of them, only one text in MEMO_SAMPLE is remembered. */
+#define MEMO_MIN_SAMPLES 64
+#define MEMO_MIN_HIT_RATIO 8
+#define MEMO_SAMPLE 16
+#define MEMO_DECAY_AT 1024
 
 struct memo {
 	uint64_t h;                          /* hash of the exact text (key) */
@@ -2215,6 +2228,15 @@ static void memo_insert(struct shape_node *n, const char *sql, size_t len, uint6
 
 	if (len > MEMO_MAX_TEXT || G.cfg.max_texts <= 0)
 		return;
+	/* texts of this shape rarely repeat: remember only one in MEMO_SAMPLE, enough to notice when they start to */
+	if (n->memo_added >= MEMO_MIN_SAMPLES && n->memo_hits * MEMO_MIN_HIT_RATIO < n->memo_added &&
+	    ++n->memo_skipped < MEMO_SAMPLE)
+		return;
+	n->memo_skipped = 0;
+	if (++n->memo_added >= MEMO_DECAY_AT) {
+		n->memo_added /= 2;
+		n->memo_hits /= 2;
+	}
 	HASH_FIND(hh, G.memo, &h, sizeof(h), old);
 	if (old)
 		memo_free(old); /* same hash, another text (or a stale entry): the newest wins */
@@ -2359,6 +2381,8 @@ struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 	h = hash_bytes(sql ? sql : "", len);
 	HASH_FIND(hh, G.memo, &h, sizeof(h), m);
 	if (m && m->len == len && (len == 0 || !memcmp(m->text, sql, len))) {
+		if (m->node->memo_hits < UINT32_MAX)
+			m->node->memo_hits++;
 		if (G.mlru_head != m) {
 			memo_lru_unlink(m);
 			memo_lru_push(m);
