@@ -887,9 +887,11 @@ static void client_startup(struct client *c, const struct startup_packet *sp)
 		return;
 	}
 	if (g.cfg.application_name_add_host) {
+		/* As PgBouncer: "NAME - HOST:PORT" ("[HOST]:PORT" for IPv6), NAME "app" when the client gave none */
 		char buf[VAR_VALUE_MAX + ADDR_MAX_LEN + 16];
-		snprintf(buf, sizeof(buf), "%s - %s:%d", c->vars.set[VAR_APPNAME] ? c->vars.value[VAR_APPNAME] : "",
-			 c->addr, c->port);
+		bool v6 = strchr(c->addr, ':') != NULL;
+		snprintf(buf, sizeof(buf), "%s - %s%s%s:%d", c->vars.set[VAR_APPNAME] ? c->vars.value[VAR_APPNAME] : "app",
+			 v6 ? "[" : "", c->addr, v6 ? "]" : "", c->port);
 		strlcpy_ok(c->vars.value[VAR_APPNAME], buf, VAR_VALUE_MAX);
 		c->vars.set[VAR_APPNAME] = true;
 	}

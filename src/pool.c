@@ -44,14 +44,16 @@ void pool_apply_config(struct pool *p, const struct db_def *db, const struct use
 	p->server_user = xstrdup(server_user);
 	p->server_password = dup_or_null(db->password);
 	p->connect_query = dup_or_null(db->connect_query);
-	p->pool_size = db->pool_size >= 0 ? db->pool_size : (ud && ud->pool_size >= 0 ? ud->pool_size : g.cfg.default_pool_size);
+	/* As PgBouncer: a [users] value wins over the [databases] one, which wins over the global setting. */
+	p->pool_size = ud && ud->pool_size >= 0 ? ud->pool_size : (db->pool_size >= 0 ? db->pool_size : g.cfg.default_pool_size);
 	p->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : g.cfg.min_pool_size;
 	p->reserve_pool = db->reserve_pool >= 0 ? db->reserve_pool : g.cfg.reserve_pool_size;
-	p->max_db_connections = db->max_db_connections >= 0 ? db->max_db_connections : g.cfg.max_db_connections;
-	if (db->pool_mode != POOL_MODE_UNSET)
-		p->mode = db->pool_mode;
-	else if (ud && ud->pool_mode != POOL_MODE_UNSET)
+	/* 0 in [databases] means "not set" there, like PgBouncer (the global 0 means unlimited) */
+	p->max_db_connections = db->max_db_connections > 0 ? db->max_db_connections : g.cfg.max_db_connections;
+	if (ud && ud->pool_mode != POOL_MODE_UNSET)
 		p->mode = ud->pool_mode;
+	else if (db->pool_mode != POOL_MODE_UNSET)
+		p->mode = db->pool_mode;
 	else
 		p->mode = g.cfg.pool_mode;
 	set_forced(&p->forced_vars, VAR_CLIENT_ENCODING, db->client_encoding);
@@ -116,6 +118,65 @@ static int db_server_total(const struct pool *p)
 			n += pool_server_total(q);
 	}
 	return n;
+}
+
+/* Server connections logged in as p's server user, across databases (for max_user_connections). */
+static int user_server_total(const struct pool *p)
+{
+	struct pool *q, *tmp;
+	int n = 0;
+	HASH_ITER(hh, g.pools, q, tmp) {
+		if (q->server_user && p->server_user && strcmp(q->server_user, p->server_user) == 0)
+			n += pool_server_total(q);
+	}
+	return n;
+}
+
+/* max_user_connections for p's server user: its [users] value when above 0, else the global one (0 = no limit). */
+static int user_conn_limit(const struct pool *p)
+{
+	const struct user_def *ud = p->server_user ? config_find_user(&g.cfg, p->server_user) : NULL;
+	return ud && ud->max_user_connections > 0 ? ud->max_user_connections : g.cfg.max_user_connections;
+}
+
+/* Closes the longest-idle server of another pool that counts against the same limit as p (the same database when
+ * by_db, else the same server user), so that a database or user at its limit does not keep connections idle in one
+ * pool while clients of another wait (PgBouncer evicts likewise). Returns true if one was closed. */
+static bool evict_idle_server(struct pool *p, bool by_db)
+{
+	struct pool *q, *tmp;
+	struct server *victim = NULL;
+	HASH_ITER(hh, g.pools, q, tmp) {
+		struct server *sv;
+		if (q == p || list_empty(&q->servers_idle))
+			continue;
+		if (by_db ? strcmp(q->dbname, p->dbname) != 0
+			  : !q->server_user || !p->server_user || strcmp(q->server_user, p->server_user) != 0)
+			continue;
+		sv = list_entry(q->servers_idle.prev, struct server, node);	/* LIFO list: the tail waited longest */
+		if (!victim || sv->last_used < victim->last_used)
+			victim = sv;
+	}
+	if (!victim)
+		return false;
+	server_disconnect(victim, by_db ? "closed to make room for another pool of the database (max_db_connections)"
+					: "closed to make room for another pool of the user (max_user_connections)");
+	return true;
+}
+
+/* Whether p may open one more server connection within max_db_connections and max_user_connections. With evict,
+ * an idle server of another pool of the same database or user is closed when that is what stands in the way. */
+static bool limits_allow_launch(struct pool *p, bool evict)
+{
+	int ulimit;
+	if (p->max_db_connections > 0 && db_server_total(p) >= p->max_db_connections &&
+	    (!evict || !evict_idle_server(p, true) || db_server_total(p) >= p->max_db_connections))
+		return false;
+	ulimit = user_conn_limit(p);
+	if (ulimit > 0 && user_server_total(p) >= ulimit &&
+	    (!evict || !evict_idle_server(p, false) || user_server_total(p) >= ulimit))
+		return false;
+	return true;
 }
 
 /* The length counter of p's list that holds a client in state st, or NULL when that list is not one of p's (login
@@ -192,6 +253,15 @@ static bool login_retry_pending(const struct pool *p, usec_t now)
 	return p->last_login_fail && now - p->last_login_fail < wait;
 }
 
+/* Closes c with the pool's last server login error while server_login_retry has not passed. */
+static void refuse_during_login_retry(struct client *c)
+{
+	char msg[400];
+	snprintf(msg, sizeof(msg), "server login has been failing, try again later (server_login_retry): %s",
+		 c->pool->last_login_error);
+	client_disconnect(c, SQLSTATE_CANNOT_CONNECT, msg);
+}
+
 void pool_launch_if_needed(struct pool *p)
 {
 	usec_t now;
@@ -202,7 +272,7 @@ void pool_launch_if_needed(struct pool *p)
 	want = p->n_clients_waiting + (p->welcome_ready ? 0 : p->n_clients_login);
 	if (!p->welcome_ready && want > 1)
 		want = 1; /* learn the welcome from one login before opening more */
-	want -= p->n_servers_login;
+	want -= p->n_servers_login + p->n_servers_tested;	/* servers under a check or connect_query come next */
 	if (want <= 0)
 		return;
 	total = pool_server_total(p);
@@ -210,14 +280,21 @@ void pool_launch_if_needed(struct pool *p)
 	if ((long long)total >= (long long)p->pool_size + (p->reserve_pool > 0 ? p->reserve_pool : 0))
 		return;
 	now = now_usec();
-	if (login_retry_pending(p, now))
+	if (login_retry_pending(p, now)) {
+		/* As PgBouncer: while a refused server login waits out server_login_retry, clients logging in to the
+		 * pool get the error at once instead of queueing (an unreachable server is retried within a second) */
+		if (!p->last_fail_unreachable && total == 0)
+			while (!list_empty(&p->clients_login))
+				refuse_during_login_retry(list_first_entry(&p->clients_login, struct client, node));
 		return;
+	}
 	limit = p->pool_size;
-	if (p->reserve_pool > 0 && g.cfg.reserve_pool_timeout >= 0 && oldest_wait(p, now) >= g.cfg.reserve_pool_timeout &&
+	/* reserve_pool_timeout = 0 disables the reserve pool, as in PgBouncer */
+	if (p->reserve_pool > 0 && g.cfg.reserve_pool_timeout > 0 && oldest_wait(p, now) >= g.cfg.reserve_pool_timeout &&
 	    !list_empty(&p->clients_waiting))
 		limit += p->reserve_pool;
 	while (want > 0 && total < limit) {
-		if (p->max_db_connections > 0 && db_server_total(p) >= p->max_db_connections)
+		if (!limits_allow_launch(p, true))
 			break;
 		if (!server_launch(p))
 			break;
@@ -240,19 +317,33 @@ static void link_pair(struct server *sv, struct client *c)
 	server_resume_reading(sv);
 }
 
+/* Whether an idle server must pass server_check_query before a client gets it: it has been idle at least
+ * server_check_delay (0 = always); an empty server_check_query turns the check off. */
+static bool server_needs_check(const struct server *sv, usec_t now)
+{
+	return g.cfg.server_check_query && *g.cfg.server_check_query && now - sv->last_used >= g.cfg.server_check_delay;
+}
+
 bool pool_request_server(struct client *c)
 {
 	struct pool *p = c->pool;
 	if (!list_empty(&p->servers_idle) && g.shutdown != SHUTDOWN_SAFE && !p->paused) {
 		struct server *sv = list_first_entry(&p->servers_idle, struct server, node);
+		usec_t now = now_usec();
+		if (server_needs_check(sv, now)) {
+			/* c waits while the check runs; pool_server_ready then gives it this server, or a failed check
+			 * closes the server and another one is opened for c */
+			pool_client_change_state(c, CL_WAITING);
+			c->request_time = now;
+			server_change_state(sv, SV_TESTED);
+			server_internal_query(sv, g.cfg.server_check_query);
+			return false;
+		}
 		link_pair(sv, c);
 		return true;
 	}
 	if (login_retry_pending(p, now_usec()) && pool_server_total(p) == 0) {
-		char msg[400];
-		snprintf(msg, sizeof(msg), "server login has been failing, try again later (server_login_retry): %s",
-			 p->last_login_error);
-		client_disconnect(c, SQLSTATE_CANNOT_CONNECT, msg);
+		refuse_during_login_retry(c);
 		return false;
 	}
 	pool_client_change_state(c, CL_WAITING);
@@ -353,8 +444,15 @@ static void pool_check_clients(struct pool *p, usec_t now)
 		}
 		if (sv->internal)
 			continue;
-		if (g.cfg.query_timeout > 0 && sv->expect_rfq > 0 && now - sv->query_start > g.cfg.query_timeout) {
-			client_disconnect(c, SQLSTATE_QUERY_CANCELED, "query_timeout");
+		if (sv->expect_rfq > 0) {
+			/* Not idle while its request runs: the idle timeouts count from the end of the last request
+			 * (to within a janitor tick), not from when it was sent. */
+			c->last_active = now;
+			if (g.cfg.query_timeout > 0 && now - sv->query_start > g.cfg.query_timeout) {
+				/* Cancel the query too: closing the connection alone leaves the backend running it. */
+				server_send_cancel(sv);
+				client_disconnect(c, SQLSTATE_QUERY_CANCELED, "query_timeout");
+			}
 			continue;
 		}
 		if (g.cfg.idle_transaction_timeout > 0 && sv->expect_rfq == 0 && sv->tx_status != 'I' &&
@@ -362,8 +460,7 @@ static void pool_check_clients(struct pool *p, usec_t now)
 			client_disconnect(c, SQLSTATE_IDLE_IN_TXN_TIMEOUT, "idle transaction timeout");
 			continue;
 		}
-		if (p->mode == POOL_SESSION && g.cfg.client_idle_timeout > 0 && sv->expect_rfq == 0 &&
-		    now - c->last_active > g.cfg.client_idle_timeout)
+		if (g.cfg.client_idle_timeout > 0 && now - c->last_active > g.cfg.client_idle_timeout)
 			client_disconnect(c, SQLSTATE_IDLE_SESSION_TIMEOUT, "client_idle_timeout");
 	}
 }
@@ -393,7 +490,7 @@ static void pool_check_servers(struct pool *p, usec_t now)
 	    !login_retry_pending(p, now)) {
 		int limit = p->min_pool_size < p->pool_size ? p->min_pool_size : p->pool_size;
 		while (total < limit) {
-			if (p->max_db_connections > 0 && db_server_total(p) >= p->max_db_connections)
+			if (!limits_allow_launch(p, false))
 				break;
 			if (!server_launch(p))
 				break;

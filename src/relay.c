@@ -1870,7 +1870,9 @@ void relay_server_input(struct server *sv)
 					goto out;
 				}
 				if (sv->pool->mode == POOL_STATEMENT) {
-					evbuffer_remove_buffer(in, c->s.out, batch);
+					/* withhold the ReadyForQuery (as PgBouncer): the statement that opened the
+					 * transaction fails with the error below instead of seeming to succeed */
+					evbuffer_remove_buffer(in, c->s.out, batch - 6);
 					client_disconnect(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
 							  "transaction blocks not allowed in statement pooling mode");
 					return;
