@@ -480,6 +480,7 @@ static const char *const conn_cols[] = { "type", "user", "database", "replicatio
 static void client_row(struct result *r, const struct client *c, usec_t now)
 {
 	struct row w = { 0 };
+	char tlsinfo[160];
 	const char *state;
 	usec_t wait = 0;
 	usec_t req = c->request_time ? c->request_time : c->connect_time;
@@ -519,7 +520,7 @@ static void client_row(struct result *r, const struct client *c, usec_t now)
 	else
 		row_str(&w, "");
 	row_str(&w, "0");
-	row_str(&w, "");
+	row_str(&w, tls_connection_info(c->s.ssl, tlsinfo, sizeof(tlsinfo)));
 	row_str(&w, c->vars.set[VAR_APPNAME] ? c->vars.value[VAR_APPNAME] : "");
 	row_str(&w, "0");
 	row_u64(&w, c->cancel_pid);
@@ -545,6 +546,7 @@ static void show_clients(struct client *c)
 static void server_row(struct result *r, const struct server *sv)
 {
 	struct row w = { 0 };
+	char tlsinfo[160];
 	const struct pool *p = sv->pool;
 	usec_t last = sv->client ? sv->link_time : sv->last_used;
 	row_str(&w, "S");
@@ -566,7 +568,7 @@ static void server_row(struct result *r, const struct server *sv)
 	else
 		row_str(&w, "");
 	row_u64(&w, sv->be_pid);
-	row_str(&w, "");
+	row_str(&w, tls_connection_info(sv->s.ssl, tlsinfo, sizeof(tlsinfo)));
 	row_str(&w, sv->client && sv->client->vars.set[VAR_APPNAME] ? sv->client->vars.value[VAR_APPNAME] : "");
 	row_str(&w, "0");
 	row_u64(&w, sv->be_pid);

@@ -129,7 +129,7 @@ static const struct setting settings[] = {
 	S_STR("server_tls_ciphers", server_tls_ciphers, "default", R, "OpenSSL cipher list (TLS 1.2 and older) for server connections; default = OpenSSL's"),
 	S_STR("server_tls_key_file", server_tls_key_file, "", R, "private key (PEM) of server_tls_cert_file"),
 	S_STR("server_tls_protocols", server_tls_protocols, "secure", R, "TLS versions for server connections (as client_tls_protocols)"),
-	S_CHOICE("server_tls_sslmode", server_tls_sslmode, "disable", R, tls_modes, "TLS for server connections: disable, allow and prefer (TLS if the server offers it), require, verify-ca or verify-full"),
+	S_CHOICE("server_tls_sslmode", server_tls_sslmode, "prefer", R, tls_modes, "TLS for server connections: disable, allow and prefer (TLS if the server offers it; prefer is the default, as in PgBouncer), require, verify-ca or verify-full"),
 	C_STR("service_name", NULL, NR, "Windows service name (alias of job_name)"),
 	ROW("slow_query_threshold", SET_TIME, F(slow_query_threshold), "1", R, true, 0, TIME_MAX_SEC, "log queries slower than this (0 = off)"),
 	S_BOOL("so_reuseport", so_reuseport, "0", NR, "set SO_REUSEPORT on listening sockets"),

@@ -114,7 +114,7 @@ struct parley_config {
 	char *client_tls_ca_file;   /* "" = none; CA that signs client certificates (verify-ca / verify-full) */
 	char *client_tls_protocols; /* "secure" (TLS 1.2 and 1.3) */
 	char *client_tls_ciphers;   /* "default" = OpenSSL's list */
-	char *server_tls_sslmode;   /* "disable" (see tls.h for the meaning of each mode) */
+	char *server_tls_sslmode;   /* "prefer" by default (see tls.h for the meaning of each mode) */
 	char *server_tls_key_file;  /* "" = none; client certificate key presented to PostgreSQL */
 	char *server_tls_cert_file; /* "" = none */
 	char *server_tls_ca_file;   /* "" = system CAs; CA that signs the servers' certificates (verify-ca / verify-full) */

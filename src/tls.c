@@ -105,6 +105,31 @@ static int parse_protocols(const char *text, int *min_ver, int *max_ver, char *e
 	return 0;
 }
 
+/* PgBouncer's *_tls_ciphers keywords and the OpenSSL cipher lists they stand for (those of PgBouncer's libusual TLS
+ * layer, so a pgbouncer.ini that says "fast" negotiates the same TLS 1.2 cipher under parley). "default" is not among
+ * them: in parley it means OpenSSL's own default list. TLS 1.3 suites are not affected by any of these. */
+static const struct {
+	const char *word;
+	const char *list;
+} cipher_words[] = {
+	{ "secure", "HIGH+EECDH:HIGH+EDH:!SSLv3:!SHA384:!SHA256:!DSS:!aNULL" },
+	{ "normal", "HIGH+EECDH:HIGH+EDH:HIGH+RSA:+SHA384:+SHA256:+SSLv3:+EDH:+RSA:-3DES:3DES+RSA:!CAMELLIA:!DSS:!aNULL" },
+	{ "fast", "HIGH+EECDH:HIGH+EDH:HIGH+RSA:+AES256:+SHA256:+SHA384:+SSLv3:+EDH:+RSA:-3DES:3DES+RSA:!CAMELLIA:!DSS:!aNULL" },
+	{ "compat", "HIGH:+3DES:!aNULL" },
+	{ "legacy", "HIGH:+3DES:!aNULL" },
+	{ "all", "ALL:!aNULL:!eNULL" },
+	{ "insecure", "ALL:!aNULL:!eNULL" },
+};
+
+/* The OpenSSL cipher list for a *_tls_ciphers value: a keyword's list, or the value itself. */
+static const char *cipher_list(const char *value)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(cipher_words); i++)
+		if (strcasecmp(value, cipher_words[i].word) == 0)
+			return cipher_words[i].list;
+	return value;
+}
+
 /* The settings of one leg, as read from the configuration. */
 struct tls_settings {
 	const char *prefix;      /* "client_tls" or "server_tls", for messages */
@@ -172,7 +197,8 @@ static int build_ctx(const struct tls_settings *st, bool is_server, SSL_CTX **ct
 		snprintf(err, errlen, "%s_protocols: this OpenSSL does not support the versions \"%s\"", st->prefix, st->protocols);
 		goto fail;
 	}
-	if (set(st->ciphers) && strcasecmp(st->ciphers, "default") != 0 && !SSL_CTX_set_cipher_list(ctx, st->ciphers)) {
+	if (set(st->ciphers) && strcasecmp(st->ciphers, "default") != 0 &&
+	    !SSL_CTX_set_cipher_list(ctx, cipher_list(st->ciphers))) {
 		snprintf(err, errlen, "%s_ciphers: no usable cipher in \"%s\"", st->prefix, st->ciphers);
 		goto fail;
 	}
@@ -412,6 +438,43 @@ void tls_close(SSL *ssl)
 		(void)SSL_shutdown(ssl);   /* one non-blocking attempt: the socket closes right after */
 	ERR_clear_error();
 	SSL_free(ssl);
+}
+
+const char *tls_connection_info(SSL *ssl, char *buf, size_t len)
+{
+	const SSL_CIPHER *cipher;
+	EVP_PKEY *key = NULL;
+	size_t n;
+
+	if (!len)
+		return buf;
+	buf[0] = '\0';
+	if (!ssl || !SSL_is_init_finished(ssl) || !(cipher = SSL_get_current_cipher(ssl)))
+		return buf;
+	snprintf(buf, len, "%s/%s", SSL_get_version(ssl), SSL_CIPHER_get_name(cipher));
+	n = strlen(buf);
+	/* The key exchange, named the way PgBouncer names it. */
+	if (!SSL_is_server(ssl)) {
+		/* parley is the TLS client: the server's ephemeral key, when it is a classic DH or EC key */
+		if (SSL_get_peer_tmp_key(ssl, &key) == 1 && key) {
+			int id = EVP_PKEY_get_base_id(key);
+			char group[80];
+			if (id == EVP_PKEY_DH)
+				snprintf(buf + n, len - n, "/DH=%d", EVP_PKEY_get_bits(key));
+			else if (id == EVP_PKEY_EC && EVP_PKEY_get_group_name(key, group, sizeof(group), NULL) == 1)
+				snprintf(buf + n, len - n, "/ECDH=%s", group);
+			EVP_PKEY_free(key);
+		}
+	} else if (SSL_CIPHER_get_kx_nid(cipher) == NID_kx_ecdhe) {
+		/* parley is the TLS server and the suite names ECDHE (TLS 1.2 and older): the group agreed on */
+		int nid = SSL_get_shared_group(ssl, 0);
+		const char *name = nid > 0 ? OBJ_nid2sn(nid) : NULL;
+		if (name)
+			snprintf(buf + n, len - n, "/ECDH=%s", name);
+	} else if (SSL_CIPHER_get_kx_nid(cipher) == NID_kx_dhe) {
+		snprintf(buf + n, len - n, "/DH=?");   /* PgBouncer does not know the size here either */
+	}
+	return buf;
 }
 
 const char *tls_describe(SSL *ssl, char *buf, size_t len)

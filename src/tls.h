@@ -44,7 +44,11 @@ enum tls_io tls_read(SSL *ssl, void *buf, size_t len, size_t *done, char *err, s
 enum tls_io tls_write(SSL *ssl, const void *buf, size_t len, size_t *done, char *err, size_t errlen);
 /* Sends close_notify without waiting for the peer's, then frees the session. */
 void tls_close(SSL *ssl);
-/* "TLSv1.3/TLS_AES_256_GCM_SHA384" for logs and SHOW output. */
+/* "TLSv1.3/TLS_AES_256_GCM_SHA384" for logs ("no" without TLS). */
 const char *tls_describe(SSL *ssl, char *buf, size_t len);
+/* The tls column of SHOW CLIENTS / SHOW SERVERS, as PgBouncer writes it: "TLSv1.3/TLS_AES_256_GCM_SHA384", followed by
+ * the key exchange where OpenSSL reports one ("TLSv1.2/ECDHE-ECDSA-CHACHA20-POLY1305/ECDH=X25519"); empty without TLS or
+ * while the handshake is still running. */
+const char *tls_connection_info(SSL *ssl, char *buf, size_t len);
 
 #endif

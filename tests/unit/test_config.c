@@ -621,7 +621,7 @@ static void test_warnings(void **state)
 	assert_string_equal(cfg.warnings, expect);
 	assert_string_equal(text_of(&cfg, "syslog"), "1");
 	assert_string_equal(text_of(&cfg, "client_tls_ecdhcurve"), "prime256v1");
-	assert_string_equal(text_of(&cfg, "server_tls_sslmode"), "disable");
+	assert_string_equal(text_of(&cfg, "server_tls_sslmode"), "prefer");   /* PgBouncer's default */
 	assert_string_equal(config_find_db(&cfg, "d")->host, "y");
 	assert_int_equal(cfg.listen_port, 6000);
 	config_free(&cfg);
