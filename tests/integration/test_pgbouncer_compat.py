@@ -324,6 +324,33 @@ def test_reload_command_and_sighup_apply_the_edited_file_on_both(pair):
         assert p.running()
 
 
+def test_parley_only_settings_live_in_a_file_that_includes_the_untouched_pgbouncer_ini(parley, target, pg):
+    """The migration pattern of the README: PgBouncer rejects [cache] and parley's own keys, so they go in a small
+    parley.ini that %includes pgbouncer.ini, which stays as it was (and PgBouncer can still run it for a rollback)."""
+    if target != "parley":
+        pytest.skip("parley's own settings")
+    p = parley(start=False)
+    p.log_path = os.path.join(p.workdir, "pooler.log")
+    p.pid_path = os.path.join(p.workdir, "pooler.pid")
+    harness.write_file(os.path.join(p.workdir, "overrides.ini"), OVERRIDES_INI.format(idle=300))
+    harness.write_file(os.path.join(p.workdir, "pgbouncer.ini"),
+                       COMPAT_INI.format(host=LOCALHOST, pgport=pg.port, port=p.port, dir=p.workdir))
+    p.write_raw_config("\n".join([
+        "; parley.ini: the site's pgbouncer.ini plus what only parley understands",
+        "%include pgbouncer.ini",
+        "[pgbouncer]",
+        "cache_max_memory = 64MB",
+        "[cache]",
+        "t = 30",
+        "",
+    ]))
+    p.start()
+    conf = config_of(p)
+    assert (conf["default_pool_size"], conf["pool_mode"], conf["cache_max_memory"]) == ("10", "transaction", "64MB")
+    assert [(r["table"], r["ttl"]) for r in show(p, "CACHE_TABLES")[1]] == [("t", "30")]
+    assert psql_rows(p, "SELECT count(*) >= 0 FROM t") == [["t"]]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The pgbouncer.ini Debian ships
 
