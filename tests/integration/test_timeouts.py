@@ -44,6 +44,10 @@ def test_query_timeout_cancels_the_query_and_closes_the_client(parley, pg, targe
     if target == "parley":
         # parley cancels the statement too: the backend does not go on sleeping for 30 s
         wait_until(lambda: not active_backends_running(pg, marker), 3, what="the timed-out query to stop")
+    else:
+        # PgBouncer 1.18 only closes the connection: end the sleeper so it does not hold a backend for later tests
+        for pid in active_backends_running(pg, marker):
+            pg.query("SELECT pg_terminate_backend(%s)", (pid,))
     # the pool serves the next client
     with p.connect() as conn:
         assert conn.execute("SELECT 'next'").fetchone() == ("next",)
@@ -54,16 +58,20 @@ def test_query_timeout_cancels_the_query_and_closes_the_client(parley, pg, targe
 
 
 @pytest.mark.parametrize("pool_mode", ["session", "transaction"])
-def test_client_idle_timeout_closes_idle_client_but_not_one_that_waited_for_a_long_query(parley, pool_mode):
+def test_client_idle_timeout_closes_idle_client_but_not_one_that_waited_for_a_long_query(parley, target, pool_mode):
+    if target != "parley" and pool_mode == "session":
+        pytest.skip("PgBouncer 1.18 leaves an idle session-mode client that holds a server open")
     p = parley(pool_mode=pool_mode, client_idle_timeout=1)
     idle = p.connect()
     busy = p.connect()
     try:
         assert idle.execute("SELECT 1").fetchone() == (1,)
         # busy's request runs longer than the timeout: time spent waiting for a result is not idleness
+        # (PgBouncer 1.18 counts from when the request was sent, and closes busy too)
         assert busy.execute("SELECT 'busy' FROM pg_sleep(1.5)").fetchone() == ("busy",)
         time.sleep(0.4)
-        assert busy.execute("SELECT 'busy still here'").fetchone() == ("busy still here",)
+        if target == "parley":
+            assert busy.execute("SELECT 'busy still here'").fetchone() == ("busy still here",)
         with pytest.raises(psycopg.Error) as ei:
             idle.execute("SELECT 'idle too long'")
         assert "client_idle_timeout" in str(ei.value), ei.value
@@ -123,7 +131,7 @@ def check_seq(pg):
         conn.execute(f"DROP SEQUENCE IF EXISTS {CHECK_SEQ}")
 
 
-def test_server_check_query_runs_on_servers_idle_longer_than_the_delay(parley, pg, check_seq):
+def test_server_check_query_runs_on_servers_idle_longer_than_the_delay(parley, pg, target, check_seq):
     no_backends_left(pg)
     p = parley(pool_mode="transaction", default_pool_size=1, server_check_delay=1,
                server_check_query=f"SELECT nextval('{CHECK_SEQ}')")
@@ -138,6 +146,8 @@ def test_server_check_query_runs_on_servers_idle_longer_than_the_delay(parley, p
         assert conn.execute("SELECT 1").fetchone() == (1,)
         assert check_seq() == 1
 
+        if target != "parley":
+            return  # PgBouncer 1.18 runs one check fewer after SET server_check_delay = 0
         # server_check_delay = 0: every hand-out is checked
         console_rows(p, "SET server_check_delay = 0")
         for _ in range(3):
@@ -174,13 +184,14 @@ def test_server_login_retry_refuses_at_once_then_tries_again(parley, pg, target)
     wait_until(lambda: attempts() == 1, 5, what="PostgreSQL to log the refused login")
     t_fail = time.monotonic()
 
-    # within server_login_retry: the error at once, without another login attempt
-    second = wire_login_error(p, "app_badsrv", BADSRV_USERLIST_PASSWORD)
-    assert time.monotonic() - t_fail < 1.2
+    # within server_login_retry: the error at once, without another login attempt (as PgBouncer's documentation
+    # says; PgBouncer 1.18 itself keeps the client waiting until the pause is over)
     if target == "parley":
+        second = wire_login_error(p, "app_badsrv", BADSRV_USERLIST_PASSWORD)
+        assert time.monotonic() - t_fail < 1.2
         assert "server_login_retry" in second.message and "authentication failed" in second.message, second.fields
-    time.sleep(0.2)
-    assert attempts() == 1, "the pooler tried again before server_login_retry passed"
+        time.sleep(0.2)
+        assert attempts() == 1, "the pooler tried again before server_login_retry passed"
 
     # afterwards the pooler tries PostgreSQL again
     time.sleep(max(0.0, 1.7 - (time.monotonic() - t_fail)))
