@@ -3,7 +3,6 @@ Debian's /usr/sbin/pgbouncer (1.18) and by parley side by side, and clients, the
 behave the same; the pgbouncer.ini Debian ships (as shipped, and with every commented-out setting switched on) must
 start parley; the tls column of SHOW CLIENTS / SHOW SERVERS must read exactly as PgBouncer's."""
 
-import copy
 import os
 import re
 import signal
@@ -122,7 +121,8 @@ SET_KEYS = re.findall(r"^([a-z_]+) = ", COMPAT_INI, re.M)
 
 
 def bouncer_target():
-    t = copy.copy(harness.Target.__new__(harness.Target))
+    """Debian's PgBouncer as a harness.Target, whatever PARLEY_TEST_TARGET says."""
+    t = harness.Target.__new__(harness.Target)
     t.name, t.binary, t.as_pg = "pgbouncer", harness.PGBOUNCER, True
     return t
 
