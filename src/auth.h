@@ -89,6 +89,8 @@ int scram_client_verify(struct scram_state *st, const char *server_final, size_t
 
 /* Builds a SCRAM-SHA-256 secret (random 16-byte salt, 4096 iterations) as PostgreSQL stores it. Returns 0 or -1. */
 int scram_make_secret(const char *password, char *out, size_t outlen) MUST_CHECK;
+/* The same with a chosen iteration count (at least 1), as parley --hash-password makes them. */
+int scram_make_secret_iter(const char *password, int iterations, char *out, size_t outlen) MUST_CHECK;
 /* Parses "SCRAM-SHA-256$<iter>:<b64 salt>$<b64 StoredKey>:<b64 ServerKey>" (salt at most 64 bytes). Returns 0 or -1. */
 int scram_parse_secret(const char *secret, int *iterations, uint8_t salt[64], int *salt_len,
 		       uint8_t stored_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN]) MUST_CHECK;

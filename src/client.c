@@ -1,5 +1,6 @@
 /* client.c — the client connection state machine: accept, startup, authentication, and client→server forwarding. */
 #include "parley.h"
+#include "authquery.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
@@ -462,6 +463,7 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *reaso
 		log_info("C-%p: %s/%s@%s:%d closing because: %s (age=%llds)", (void *)c, c->dbname, c->user, c->addr, c->port,
 			 reason, (long long)((now_usec() - c->connect_time) / USEC_PER_SEC));
 	}
+	authquery_cancel(c);
 	client_unlink_server(c);
 	relay_client_free(c);
 	if (c->cancel_hash_key)
@@ -645,6 +647,13 @@ static void client_start_auth(struct client *c)
 	enum auth_type at = g.cfg.auth_type;
 	bool admin = admin_is_console_db(c->dbname);
 
+	/* auth_query: a user missing from auth_file is looked up first; client_auth_lookup_done() comes back here. */
+	if (at != AUTH_ANY && authquery_needed(c)) {
+		authquery_start(c);
+		return;
+	}
+	if (!au && c->auth_lookup_done)
+		au = authquery_credential(c->dbname, c->user);
 	if (at == AUTH_ANY || (at == AUTH_TRUST && (au || !g.cfg.auth_file || admin))) {
 		client_auth_ok(c);
 		return;
@@ -685,6 +694,12 @@ static void client_start_auth(struct client *c)
 	pkt_free(&b);
 	if (sock_flush(&c->s) < 0)
 		client_disconnect(c, NULL, "client socket write failed");
+}
+
+void client_auth_lookup_done(struct client *c)
+{
+	if (c->state == CL_LOGIN)
+		client_start_auth(c);
 }
 
 static void auth_failed(struct client *c, const char *why)
@@ -794,7 +809,8 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t le
 		}
 		/* A proof against a SCRAM secret revealed the ClientKey: keep it so parley can log into PostgreSQL. */
 		if (c->scram.have_client_key && secret_kind(c->secret) == SECRET_SCRAM &&
-		    auth_user_remember_scram_key(g.auth_users, c->user, c->secret, c->scram.client_key))
+		    (auth_user_remember_scram_key(g.auth_users, c->user, c->secret, c->scram.client_key) ||
+		     authquery_remember_scram_key(c->dbname, c->user, c->secret, c->scram.client_key)))
 			pools_retry_login_now(c->user);
 		pkt_init(&b);
 		pkt_auth(&b, AUTH_REQ_SASL_FIN, out, (size_t)n);

@@ -45,7 +45,7 @@ static const char *const tls_modes[] = { "disable", "allow", "prefer", "require"
 static const struct setting settings[] = {
 	S_STR("admin_users", admin_users, "", R, "users allowed to run any admin console command (comma-separated)"),
 	S_BOOL("application_name_add_host", application_name_add_host, "0", R, "append the client's host:port to application_name"),
-	C_STR("auth_dbname", NULL, R, "database used for auth_query"),
+	S_STR("auth_dbname", auth_dbname, NULL, R, "[databases] entry auth_query runs in (default: the client's database)"),
 	S_STR("auth_file", auth_file, NULL, R, "userlist.txt with \"user\" \"password\" lines"),
 	C_STR("auth_hba_file", "", R, "pg_hba.conf for auth_type = hba"),
 	C_STR("auth_ident_file", NULL, R, "pg_ident.conf for auth_type = hba"),
@@ -614,6 +614,8 @@ static void db_free(struct db_def *db)
 	free(db->user);
 	free(db->password);
 	free(db->auth_user);
+	free(db->auth_dbname);
+	free(db->auth_query);
 	free(db->connect_query);
 	free(db->application_name);
 	free(db->client_encoding);
@@ -770,7 +772,7 @@ static void set_str(char **dst, const char *val)
 /* Applies one key=value of a [databases] entry. Returns 0, 1 for an accepted key without effect, -1 with msg. */
 static int db_set(struct db_def *db, const char *key, const char *val, char *msg, size_t msglen)
 {
-	static const char *const no_effect[] = { "auth_dbname", "auth_query", "load_balance_hosts", "max_db_client_connections" };
+	static const char *const no_effect[] = { "load_balance_hosts", "max_db_client_connections" };
 	size_t i;
 
 	if (strcasecmp(key, "host") == 0)
@@ -785,6 +787,10 @@ static int db_set(struct db_def *db, const char *key, const char *val, char *msg
 		set_str(&db->password, val);
 	else if (strcasecmp(key, "auth_user") == 0)
 		set_str(&db->auth_user, val);
+	else if (strcasecmp(key, "auth_dbname") == 0)
+		set_str(&db->auth_dbname, val);
+	else if (strcasecmp(key, "auth_query") == 0)
+		set_str(&db->auth_query, val);
 	else if (strcasecmp(key, "pool_size") == 0)
 		return parse_int_range("pool_size", val, 0, IMAX, &db->pool_size, msg, msglen);
 	else if (strcasecmp(key, "min_pool_size") == 0)

@@ -15,7 +15,9 @@ struct db_def {
 	char *dbname;           /* database on the server; NULL = same as name (for "*": the client's database) */
 	char *user;             /* forced server user; NULL = the client's user */
 	char *password;         /* password for the forced user; NULL = look it up in auth_file */
-	char *auth_user;        /* per-database auth_user (kept for compatibility) */
+	char *auth_user;        /* per-database auth_user: runs auth_query for logins to this database; NULL = global */
+	char *auth_dbname;      /* per-database auth_dbname: [databases] entry auth_query runs in; NULL = global */
+	char *auth_query;       /* per-database auth_query; NULL = global */
 	int pool_size;          /* -1 = default_pool_size */
 	int min_pool_size;      /* -1 = global min_pool_size */
 	int reserve_pool;       /* -1 = global reserve_pool_size */
@@ -82,8 +84,9 @@ struct parley_config {
 	usec_t stats_period;        /* 60 s */
 	enum auth_type auth_type;   /* md5 */
 	char *auth_file;            /* NULL */
-	char *auth_user;            /* NULL */
-	char *auth_query;           /* PgBouncer's default */
+	char *auth_user;            /* NULL = no auth_query lookups (authquery.c) */
+	char *auth_query;           /* PgBouncer's default since 1.24.1 (CVE-2025-2291: honours VALID UNTIL) */
+	char *auth_dbname;          /* NULL = the client's database */
 	char *admin_users;          /* comma-separated */
 	char *stats_users;          /* comma-separated */
 	char *ignore_startup_parameters; /* comma-separated */

@@ -1,5 +1,6 @@
 /* main.c — command line, daemonizing, listeners, signals, the event loop and its shutdown. */
 #include "parley.h"
+#include "authquery.h"
 #include "cache.h"
 #include "shape.h"
 #include "notify.h"
@@ -24,11 +25,13 @@ static struct event *ev_stats;      /* fires every stats_period: stats_period_ti
 static void usage(FILE *to)
 {
 	fprintf(to, "usage: parley [-d] [-v] [-q] [-V] [-h] CONFIG\n"
+		    "       parley --hash-password [--iterations N] [USER]\n"
 		    "  -d  run in the background (logfile and pidfile should be set)\n"
 		    "  -v  more verbose logging (repeat for more)\n"
 		    "  -q  quiet: log nothing but errors to stderr\n"
 		    "  -V  print the version and exit\n"
 		    "  -h  print this help\n"
+		    "  --hash-password  read a password and print its SCRAM-SHA-256 secret (with USER: an auth_file line)\n"
 		    "Signals: SIGHUP reloads the configuration, SIGINT waits for running queries to finish then exits,\n"
 		    "SIGTERM waits for clients to disconnect then exits, SIGQUIT exits at once.\n");
 }
@@ -476,6 +479,8 @@ int main(int argc, char **argv)
 	struct timeval janitor_tv = { 0, 200 * 1000 };
 	static const int sigs[] = { SIGHUP, SIGINT, SIGTERM, SIGQUIT };
 
+	if (argc >= 2 && strcmp(argv[1], "--hash-password") == 0)
+		return hash_password_main(argc, argv);
 	while ((opt = getopt(argc, argv, "dvqVh")) != -1) {
 		switch (opt) {
 		case 'd':
@@ -581,6 +586,7 @@ int main(int argc, char **argv)
 	notify_shutdown();
 	cache_shutdown();
 	shape_shutdown();
+	authquery_shutdown();
 	auth_users_free(&g.auth_users);
 	tls_shutdown();
 	if (pidfile_written)

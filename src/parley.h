@@ -109,6 +109,8 @@ struct client {
 	uint8_t md5_salt[4];
 	struct scram_state scram;
 	char *secret;                /* the user's stored secret during login, heap */
+	struct authquery_lookup *auth_lookup; /* auth_query lookup running for this login (authquery.c owns it), or NULL */
+	bool auth_lookup_done;       /* auth_query ran for this login: its credential (or its absence) is final */
 	bool startup_done;           /* StartupMessage received */
 	bool in_tx;                  /* last ReadyForQuery said 'T' or 'E' */
 	usec_t connect_time;         /* monotonic */
@@ -257,6 +259,8 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool is_u
 void client_disconnect(struct client *c, const char *sqlstate, const char *reason);
 /* A server was linked to c (pool.c calls this); continue with the client's pending messages. */
 void client_server_linked(struct client *c);
+/* authquery.c finished the auth_query lookup of c (c->auth_lookup_done): continue its authentication. */
+void client_auth_lookup_done(struct client *c);
 /* The pool learned its welcome ParameterStatus set: finish the login of c. */
 void client_finish_login(struct client *c);
 /* Sends an ErrorResponse (and keeps the connection). */

@@ -263,19 +263,24 @@ int scram_parse_secret(const char *secret, int *iterations, uint8_t salt[64], in
 
 int scram_make_secret(const char *password, char *out, size_t outlen)
 {
+	return scram_make_secret_iter(password, SCRAM_DEFAULT_ITERATIONS, out, outlen);
+}
+
+int scram_make_secret_iter(const char *password, int iterations, char *out, size_t outlen)
+{
 	uint8_t salt[SCRAM_SALT_LEN], stored[SCRAM_KEY_LEN], server[SCRAM_KEY_LEN];
 	char bsalt[32], bstored[48], bserver[48];
 	int n, rc = -1;
 
-	if (!password || random_bytes(salt, sizeof(salt)) < 0)
+	if (!password || iterations < 1 || random_bytes(salt, sizeof(salt)) < 0)
 		return -1;
-	if (derive_keys(password, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS, NULL, stored, server) < 0)
+	if (derive_keys(password, salt, sizeof(salt), iterations, NULL, stored, server) < 0)
 		goto out;
 	if (b64_encode(salt, sizeof(salt), bsalt, sizeof(bsalt)) < 0 ||
 	    b64_encode(stored, sizeof(stored), bstored, sizeof(bstored)) < 0 ||
 	    b64_encode(server, sizeof(server), bserver, sizeof(bserver)) < 0)
 		goto out;
-	n = snprintf(out, outlen, SCRAM_PREFIX "%d:%s$%s:%s", SCRAM_DEFAULT_ITERATIONS, bsalt, bstored, bserver);
+	n = snprintf(out, outlen, SCRAM_PREFIX "%d:%s$%s:%s", iterations, bsalt, bstored, bserver);
 	if (n < 0 || (size_t)n >= outlen) {
 		OPENSSL_cleanse(out, outlen);
 		goto out;

@@ -1,5 +1,6 @@
 /* server.c — the server connection state machine: connect, log into PostgreSQL, pass results back to the client. */
 #include "parley.h"
+#include "authquery.h"
 #include "stats.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -257,6 +258,9 @@ static const char *server_password(const struct pool *p, struct auth_user **from
 	if (p->server_password)
 		return p->server_password;
 	au = auth_user_find(g.auth_users, p->server_user);
+	/* a user found by auth_query logs in with the secret the last lookup returned (SCRAM: with a learned key) */
+	if (!au && strcmp(p->server_user, p->user) == 0)
+		au = authquery_credential(p->dbname, p->user);
 	*from_file = au;
 	return au ? au->secret : NULL;
 }

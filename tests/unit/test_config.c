@@ -495,7 +495,7 @@ static void test_databases(void **state)
 	struct db_def *db;
 
 	load_ok("[databases]\n"
-		"full = host=10.0.0.1 port=5433 dbname=real user=u password=p auth_user=au pool_size=5 min_pool_size=1"
+		"full = host=10.0.0.1 port=5433 dbname=real user=u password=p auth_user=au auth_dbname=adb auth_query='SELECT 1' pool_size=5 min_pool_size=1"
 		" reserve_pool=2 max_db_connections=9 pool_mode=transaction application_name=app client_encoding=UTF8"
 		" datestyle=ISO timezone=UTC\n"
 		"quoted = host=/var/run/postgresql connect_query='SELECT set_config(''a.b'', ''x'', false)'"
@@ -515,6 +515,8 @@ static void test_databases(void **state)
 	assert_string_equal(db->user, "u");
 	assert_string_equal(db->password, "p");
 	assert_string_equal(db->auth_user, "au");
+	assert_string_equal(db->auth_dbname, "adb");
+	assert_string_equal(db->auth_query, "SELECT 1");
 	assert_int_equal(db->pool_size, 5);
 	assert_int_equal(db->min_pool_size, 1);
 	assert_int_equal(db->reserve_pool, 2);
@@ -604,7 +606,7 @@ static void test_warnings(void **state)
 		"[peers]\n"
 		"1 = host=x\n"
 		"[databases]\n"
-		"d = host=x auth_dbname=x\n"
+		"d = host=x load_balance_hosts=disable\n"
 		"d = host=y\n"
 		"[users]\n"
 		"u = max_user_client_connections=3\n",
@@ -613,7 +615,7 @@ static void test_warnings(void **state)
 		 "%1$s:2: setting \"syslog\" is accepted for compatibility but has no effect in parley\n"
 		 "%1$s:4: setting \"client_tls_ecdhcurve\" is accepted for compatibility but has no effect in parley\n"
 		 "%1$s:5: section [peers] is accepted but ignored by this version of parley\n"
-		 "%1$s:8: database \"d\": parameter \"auth_dbname\" is accepted for compatibility but has no effect in parley\n"
+		 "%1$s:8: database \"d\": parameter \"load_balance_hosts\" is accepted for compatibility but has no effect in parley\n"
 		 "%1$s:9: database \"d\" is defined again; this definition replaces the earlier one\n"
 		 "%1$s:11: user \"u\": parameter \"max_user_client_connections\" is accepted for compatibility but has no effect in parley\n",
 		 path);
