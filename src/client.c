@@ -466,6 +466,7 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *reaso
 	authquery_cancel(c);
 	client_unlink_server(c);
 	relay_client_free(c);
+	session_client_free(c);
 	if (c->cancel_hash_key)
 		HASH_DELETE(hh_cancel, g.clients_by_key, c);
 	c->cancel_hash_key = 0;
@@ -1073,11 +1074,24 @@ bool client_sync_vars(struct client *c)
 {
 	char sql[VAR_COUNT * (VAR_VALUE_MAX * 2 + 40)];
 	struct server *sv = c->server;
+	char *extra;
+	bool vars;
 
 	sv->query_start = now_usec();
-	if (!client_vars_sql(c, sv, sql, sizeof(sql)))
+	vars = client_vars_sql(c, sv, sql, sizeof(sql));
+	extra = session_sync_sql(c, sv); /* track_extra_parameters the client SET (session.c) */
+	if (!vars && !extra)
 		return false;
-	server_internal_query(sv, sql);
+	if (extra && vars) {
+		size_t a = strlen(sql), b = strlen(extra);
+		char *both = xmalloc(a + b + 1);
+		memcpy(both, sql, a);
+		memcpy(both + a, extra, b + 1);
+		free(extra);
+		extra = both;
+	}
+	server_internal_query(sv, extra ? extra : sql);
+	free(extra);
 	/* PostgreSQL does not report every tracked setting: remember what was set (a failure closes the server) */
 	for (int v = 0; v < VAR_COUNT; v++)
 		if (c->vars.set[v] && !tracked_var_reported(v)) {

@@ -35,6 +35,8 @@
 	  .implemented = true, .help = (h), .choices = (list) }
 
 static const char *const feed_modes[] = { "auto", "on", "off", NULL };
+/* transaction_unsafe, in session.h's enum unsafe_mode order */
+static const char *const unsafe_modes[] = { "error", "warn", "allow", NULL };
 /* client_tls_sslmode / server_tls_sslmode, in tls.h's enum tls_mode order */
 static const char *const tls_modes[] = { "disable", "allow", "prefer", "require", "verify-ca", "verify-full", NULL };
 
@@ -146,8 +148,9 @@ static const struct setting settings[] = {
 	S_INT("tcp_keepintvl", tcp_keepintvl, "0", R, 0, IMAX, "TCP_KEEPINTVL in seconds (0 = OS default)"),
 	S_INT("tcp_socket_buffer", tcp_socket_buffer, "0", R, 0, IMAX, "SO_SNDBUF/SO_RCVBUF in bytes (0 = OS default)"),
 	S_INT("tcp_user_timeout", tcp_user_timeout, "0", R, 0, IMAX, "TCP_USER_TIMEOUT in milliseconds (0 = OS default)"),
-	C_STR("track_extra_parameters", "IntervalStyle", NR, "extra server parameters tracked per client"),
+	S_STR("track_extra_parameters", track_extra_parameters, "IntervalStyle, search_path", R, "session parameters restored on whichever server a client gets (comma-separated; client_encoding, DateStyle, TimeZone, standard_conforming_strings, application_name and IntervalStyle always are); parameters PostgreSQL does not report are tracked from the client's SET / RESET statements"),
 	C_TIME("transaction_timeout", "0", R, "cancel transactions open longer than this"),
+	S_CHOICE("transaction_unsafe", transaction_unsafe, "error", R, unsafe_modes, "what to do in transaction and statement mode with session-level features that break there (LISTEN, session advisory locks, SQL PREPARE, DECLARE ... WITH HOLD): error (answer 0A000), warn (run it and log a warning) or allow"),
 	S_STR("unix_socket_dir", unix_socket_dir, "/tmp", NR, "directory of the unix socket (empty = no unix socket)"),
 	C_STR("unix_socket_group", "", NR, "group owning the unix socket"),
 	ROW("unix_socket_mode", SET_MODE_OCTAL, F(unix_socket_mode), "0777", NR, true, 0, 07777, "permissions of the unix socket, in octal"),

@@ -90,6 +90,8 @@ struct parley_config {
 	char *admin_users;          /* comma-separated */
 	char *stats_users;          /* comma-separated */
 	char *ignore_startup_parameters; /* comma-separated */
+	char *track_extra_parameters; /* comma-separated; "IntervalStyle, search_path" (session.c) */
+	char *transaction_unsafe;   /* "error", "warn" or "allow" (session.c) */
 	bool application_name_add_host;
 	bool disable_pqexec;
 	char *logfile;              /* NULL = stderr */

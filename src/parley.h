@@ -8,6 +8,7 @@
 #include "log.h"
 #include "proto.h"
 #include "relay.h"
+#include "session.h"
 #include "tls.h"
 #include <event2/event.h>
 #include <event2/buffer.h>
@@ -120,6 +121,7 @@ struct client {
 	uint64_t xact_count, query_count;
 	bool send_errors_on_close;
 	struct relay_client *rc;     /* message-level state of the data path (relay.c), created on first use */
+	struct sess_vals *sess;      /* session parameters the client SET (track_extra_parameters; session.c), or NULL */
 };
 
 struct server {
@@ -146,6 +148,7 @@ struct server {
 	usec_t query_start;          /* when the current client request began */
 	struct event *ev_timer;      /* connect timeout */
 	struct relay_server *rs;     /* expected replies, open batches, prepared statements (relay.c) */
+	struct sess_vals *sess;      /* what this session has of those parameters (session.c), or NULL = all default */
 };
 
 /* Buckets of the client wait-time histogram (stats.c defines the bounds; the last one is +Inf). */

@@ -217,6 +217,7 @@ struct group {
 	struct cache_flight *flight;    /* this group's replies fill the cache, or NULL */
 	usec_t start;
 	struct wrec *writes;            /* tables written: invalidated at each CommandComplete and at ReadyForQuery */
+	struct sess_fx *sess_fx;        /* its SET / RESET / COMMIT / ROLLBACK effects, resolved at ReadyForQuery (session.c) */
 	bool failed;                    /* an ErrorResponse came back */
 	bool closed;                    /* its Sync / Query / FunctionCall was sent */
 };
@@ -468,6 +469,7 @@ static void group_free(struct group *grp)
 {
 	group_abort_fill(grp);
 	wrec_free_list(grp->writes);
+	session_fx_free(grp->sess_fx);
 	if (grp->shape)
 		shape_unref(grp->shape);
 	free(grp);
@@ -767,6 +769,7 @@ static void note_statement(struct client *c, struct server *sv, struct group *gr
 	struct relay_client *rc = rc_of(c);
 
 	group_set_shape(grp, sh);
+	session_note(c, &grp->sess_fx, sh, text, tlen);
 	switch (sh->kind) {
 	case SHAPE_SET_ROLE:
 		if (sh->normalized && strcmp(sh->normalized, "reset all") == 0)
@@ -1412,6 +1415,8 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 				sh = shape_get(text, blen - 1, &lits);
 			}
 			note_statement(c, sv, grp, sh, text, blen - 1, &pv);
+			if (session_unsafe_query(c, sh, text, blen - 1, out)) /* refused: PostgreSQL raises the error */
+				evbuffer_drain(in, mlen), mlen = 0;
 			shape_unref(sh);
 			c->query_count++;
 		} else {
@@ -1438,6 +1443,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			return false;
 		}
 		def = stmt_def_get(*name ? NULL : rc->unnamed, text, strlen(text), body + tpos, (size_t)ntypes * 4 + 2);
+		session_unsafe_parse(c, def->shape, text, strlen(text));
 		if (!*name) {
 			stmt_def_unref(rc->unnamed);
 			rc->unnamed = def;
@@ -1757,6 +1763,7 @@ static void group_finish(struct server *sv, struct client *c, struct group *grp,
 		wrec_free_list(grp->writes);
 	}
 	grp->writes = NULL;
+	session_request_done(c, sv, &grp->sess_fx, grp->failed, status);
 	if (sv->pool) {
 		sv->pool->stat_query_time += dur;
 		sv->pool->stat_query_count++;

@@ -218,6 +218,7 @@ void server_disconnect(struct server *sv, const char *reason)
 			 (long long)((now_usec() - sv->connect_time) / USEC_PER_SEC));
 	server_change_state(sv, SV_JUSTFREE);
 	relay_server_free(sv);
+	session_server_free(sv);
 	if (sv->ready)
 		stats_server_closed(p, now_usec() - sv->connect_time);
 	if (sv->ev_timer) {
@@ -665,6 +666,7 @@ void server_internal_query(struct server *sv, const char *sql)
 	/* a session reset drops the server's prepared statements */
 	if (strcasestr(sql, "discard all") || strcasestr(sql, "deallocate all"))
 		relay_server_forget_statements(sv);
+	session_server_query(sv, sql); /* its SET / RESET / DISCARD ALL of tracked parameters */
 	sv->internal = true;
 	sv->expect_rfq = 1;
 	pkt_init(&b);

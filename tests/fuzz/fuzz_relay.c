@@ -207,6 +207,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		pool_release_server(sv);
 	relay_client_free(c);
 	relay_server_free(sv);
+	session_client_free(c);
+	session_server_free(sv);
 	FUZZ_CHECK(c->rc == NULL && sv->rs == NULL);
 	evbuffer_free(c->s.in);
 	evbuffer_free(c->s.out);

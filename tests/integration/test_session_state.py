@@ -1,0 +1,246 @@
+"""Session state in transaction mode: a client's SET search_path / TimeZone / application_name follow it to whichever
+server it gets (track_extra_parameters), with transaction semantics (rolled back SETs are not restored), RESET /
+RESET ALL / DISCARD ALL; session-level features that break in transaction mode answer 0A000 (transaction_unsafe)
+and the connection stays usable; session mode is unaffected."""
+
+import psycopg
+import pytest
+
+from harness import read_text
+
+DEFAULT_PATH = '"$user", public'
+
+# simple: psycopg's ClientCursor sends Query messages (psql, psycopg2 style); extended: Parse/Bind/Execute.
+PROTOCOLS = ["simple", "extended"]
+
+
+class Client:
+    """A psycopg connection that sends every statement in one protocol: simple (Query messages, through psycopg's
+    ClientCursor, as psql or psycopg2) or extended (Parse/Bind/Execute: binary results force it)."""
+
+    def __init__(self, conn, protocol):
+        self.conn, self.binary = conn, protocol == "extended"
+
+    def execute(self, sql):
+        return self.conn.execute(sql, binary=self.binary)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.conn.close()
+
+
+def connect(p, protocol="simple", **kw):
+    if protocol == "simple":
+        kw["cursor_factory"] = psycopg.ClientCursor
+    return Client(p.connect(**kw), protocol)
+
+
+def one(conn, sql):
+    return conn.execute(sql).fetchone()[0]
+
+
+def settings(conn):
+    return (one(conn, "SHOW search_path"), one(conn, "SHOW TimeZone"), one(conn, "SHOW application_name"),
+            one(conn, "SHOW statement_timeout"))
+
+
+def backend(conn):
+    return one(conn, "SELECT pg_backend_pid()")
+
+
+@pytest.fixture
+def txpool(parley, target):
+    if target != "parley":
+        pytest.skip("SET tracking of unreported parameters and transaction_unsafe are parley features")
+    return parley(pool_mode="transaction", default_pool_size=1,
+                  track_extra_parameters="IntervalStyle, search_path, statement_timeout")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_each_client_sees_its_own_settings_on_a_shared_server(txpool, protocol):
+    with connect(txpool, protocol) as a, connect(txpool, protocol) as b:
+        assert backend(a) == backend(b), "pool of one: both clients must run on the same server connection"
+        a.execute("SET search_path TO pg_catalog, public")
+        a.execute("SET TimeZone = 'Asia/Tokyo'")
+        a.execute("SET application_name TO 'client_a'")
+        a.execute("SET SESSION statement_timeout = '7s'")
+        b.execute("SET search_path = public")
+        b.execute("SET TIME ZONE 'America/New_York'")
+        b.execute("SET application_name = 'client_b'")
+        for _ in range(3):
+            assert settings(a) == ("pg_catalog, public", "Asia/Tokyo", "client_a", "7s")
+            assert settings(b) == ("public", "America/New_York", "client_b", "0")
+        # a client that never SET anything gets the defaults, whoever used the server before
+        with connect(txpool, protocol) as c:
+            assert one(c, "SHOW search_path") == DEFAULT_PATH
+            assert one(c, "SHOW statement_timeout") == "0"
+            assert settings(a)[0] == "pg_catalog, public"
+            assert one(c, "SHOW search_path") == DEFAULT_PATH
+
+
+def test_multi_statement_and_quoted_values(txpool):
+    with connect(txpool) as a, connect(txpool) as b:
+        a.execute("SET search_path TO 'x;y', \"Odd\"\"Name\", public; SELECT 1")
+        b.execute("SET search_path TO public")
+        assert one(a, "SHOW search_path") == '"x;y", "Odd""Name", public'
+        a.execute("/* comment */ SET SCHEMA 'pg_catalog'")
+        assert one(b, "SHOW search_path") == "public"
+        assert one(a, "SHOW search_path") == "pg_catalog"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_rolled_back_set_is_not_restored(txpool, protocol):
+    with connect(txpool, protocol) as a, connect(txpool, protocol) as b:
+        a.execute("SET search_path TO public")
+        a.execute("BEGIN")
+        a.execute("SET search_path TO pg_catalog")
+        assert one(a, "SHOW search_path") == "pg_catalog"
+        a.execute("ROLLBACK")
+        b.execute("SET search_path TO pg_catalog, public")
+        assert one(a, "SHOW search_path") == "public"
+
+        # a transaction that failed is rolled back too, even when the client says COMMIT
+        a.execute("BEGIN")
+        a.execute("SET search_path TO pg_catalog")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            a.execute("SELECT 1/0")
+        a.execute("COMMIT")
+        b.execute("SET search_path TO pg_catalog, public")
+        assert one(a, "SHOW search_path") == "public"
+
+        # SET LOCAL ends with its transaction
+        a.execute("BEGIN")
+        a.execute("SET LOCAL search_path TO pg_catalog")
+        a.execute("COMMIT")
+        b.execute("SET search_path TO pg_catalog, public")
+        assert one(a, "SHOW search_path") == "public"
+
+        # a committed transaction block keeps its SET
+        a.execute("BEGIN")
+        a.execute("SET search_path TO pg_catalog")
+        a.execute("COMMIT")
+        b.execute("SET search_path TO public")
+        assert one(a, "SHOW search_path") == "pg_catalog"
+
+
+def test_rollback_inside_one_query(txpool):
+    with connect(txpool) as a, connect(txpool) as b:
+        a.execute("BEGIN; SET search_path TO pg_catalog; ROLLBACK; SET statement_timeout = '3s'")
+        b.execute("SET search_path TO public; SET statement_timeout = '9s'")
+        assert one(a, "SHOW search_path") == DEFAULT_PATH
+        assert one(a, "SHOW statement_timeout") == "3s"
+        # an error anywhere in an implicit transaction undoes it all
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            a.execute("SET statement_timeout = '4s'; SELECT 1/0")
+        assert one(b, "SHOW statement_timeout") == "9s"
+        assert one(a, "SHOW statement_timeout") == "3s"
+
+
+@pytest.mark.parametrize("reset", ["RESET search_path", "SET search_path TO DEFAULT", "RESET ALL", "DISCARD ALL"])
+def test_reset_forms(txpool, reset):
+    with connect(txpool) as a, connect(txpool) as b:
+        a.execute("SET search_path TO pg_catalog")
+        a.execute("SET statement_timeout = '5s'")
+        b.execute("SET search_path TO public")
+        b.execute("SET statement_timeout = '6s'")
+        assert one(a, "SHOW search_path") == "pg_catalog"
+        a.execute(reset)
+        assert one(b, "SHOW search_path") == "public"
+        assert one(a, "SHOW search_path") == DEFAULT_PATH
+        everything = reset in ("RESET ALL", "DISCARD ALL")
+        assert one(a, "SHOW statement_timeout") == ("0" if everything else "5s")
+        assert one(b, "SHOW statement_timeout") == "6s"
+
+
+def test_untracked_parameter_is_not_restored(parley, target):
+    """Parameters outside track_extra_parameters behave as in PgBouncer: whatever the server has."""
+    if target != "parley":
+        pytest.skip("parley's track_extra_parameters")
+    p = parley(pool_mode="transaction", default_pool_size=1, track_extra_parameters="IntervalStyle")
+    with connect(p) as a, connect(p) as b:
+        a.execute("SET search_path TO pg_catalog")
+        b.execute("SET search_path TO public")
+        assert one(a, "SHOW search_path") == "public"
+
+
+UNSAFE = [
+    ("LISTEN parley_chan", "LISTEN"),
+    ("SELECT pg_advisory_lock(4242)", "advisory lock"),
+    ("select pg_try_advisory_lock_shared(1, 2)", "advisory lock"),
+    ("PREPARE parley_p AS SELECT 1", "PREPARE"),
+    ("DECLARE parley_c CURSOR WITH HOLD FOR SELECT 1", "WITH HOLD"),
+    ("SELECT 1; LISTEN parley_chan", "LISTEN"),
+]
+
+
+@pytest.mark.parametrize("sql,feature", UNSAFE)
+def test_unsafe_feature_is_refused_and_connection_stays_usable(txpool, pg, sql, feature):
+    with connect(txpool) as a:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as ei:
+            a.execute(sql)
+        diag = ei.value.diag
+        assert feature in diag.message_primary
+        assert "pool_mode=transaction" in diag.message_primary
+        assert "pool_mode=session" in diag.message_hint
+        assert one(a, "SELECT 41 + 1") == 42
+        # inside a transaction block the error aborts it like any failing statement
+        a.execute("BEGIN")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            a.execute(sql)
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            a.execute("SELECT 1")
+        a.execute("ROLLBACK")
+        assert one(a, "SELECT 2") == 2
+    # nothing of it reached the server's session
+    with pg.connect(dbname="postgres") as direct:
+        assert direct.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
+
+
+def test_transaction_scoped_variants_are_allowed(txpool):
+    with connect(txpool) as a:
+        a.execute("BEGIN")
+        assert one(a, "SELECT pg_try_advisory_xact_lock(4242)") is True
+        a.execute("DECLARE c CURSOR FOR SELECT 7")
+        assert one(a, "FETCH c") == 7
+        a.execute("COMMIT")
+        a.execute("UNLISTEN *")
+        assert one(a, "SELECT 'prepare listen hold' || 'advisory_lock'") == "prepare listen holdadvisory_lock"
+
+
+@pytest.mark.parametrize("mode", ["warn", "allow"])
+def test_warn_and_allow_modes_run_it(parley, target, mode):
+    if target != "parley":
+        pytest.skip("transaction_unsafe is parley's")
+    p = parley(pool_mode="transaction", default_pool_size=1, transaction_unsafe=mode)
+    with connect(p) as a:
+        assert one(a, "SELECT pg_try_advisory_lock(777)") is True
+        assert one(a, "SELECT pg_advisory_unlock(777)") is True
+        a.execute("LISTEN parley_chan")
+        a.execute("UNLISTEN parley_chan")
+    log = read_text(p.log_path)
+    warned = "LISTEN in pool_mode=transaction" in log and "advisory lock" in log
+    assert warned == (mode == "warn"), log[-2000:]
+
+
+def test_extended_protocol_is_logged_not_refused(txpool):
+    with connect(txpool, "extended") as a:
+        assert one(a, "SELECT pg_try_advisory_lock(778)") is True
+        assert one(a, "SELECT pg_advisory_unlock(778)") is True
+    assert "advisory lock (pg_advisory_lock) prepared in pool_mode=transaction" in read_text(txpool.log_path)
+
+
+def test_session_mode_is_unaffected(parley, target):
+    p = parley(pool_mode="session", default_pool_size=1)
+    with connect(p) as a:
+        a.execute("SET search_path TO pg_catalog")
+        a.execute("LISTEN parley_chan")
+        assert one(a, "SELECT pg_try_advisory_lock(4243)") is True
+        a.execute("PREPARE parley_p AS SELECT 5")
+        assert one(a, "EXECUTE parley_p") == 5
+        assert one(a, "SHOW search_path") == "pg_catalog"
+    with connect(p) as b:
+        # the session reset (DISCARD ALL) gave the next client a clean session
+        assert one(b, "SHOW search_path") == DEFAULT_PATH
+        assert one(b, "SELECT count(*) FROM pg_prepared_statements") == 0
