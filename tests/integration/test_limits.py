@@ -152,6 +152,19 @@ def test_reserve_pool_opens_after_reserve_pool_timeout_and_no_further(parley, pg
             b.close()
 
 
+def test_reserve_pool_timeout_zero_disables_the_reserve_pool(parley, pg):
+    no_backends_left(pg)
+    p = parley(pool_mode="session", default_pool_size=1, reserve_pool_size=1, reserve_pool_timeout=0,
+               query_wait_timeout=2)
+    with p.connect() as a:
+        assert a.execute("SELECT 'a'").fetchone() == ("a",)
+        with p.connect() as b:
+            with pytest.raises(psycopg.Error) as ei:
+                b.execute("SELECT 'b'")
+            assert "query_wait_timeout" in str(ei.value), ei.value
+        assert pg.backend_count(USER) == 1
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # max_db_connections / max_user_connections
 
