@@ -421,10 +421,12 @@ void session_note(struct client *c, struct sess_fx **fx, const struct shape *sh,
 	case SHAPE_MULTI:
 		break;
 	case SHAPE_TX_COMMIT:
-	case SHAPE_TX_ROLLBACK:
-		/* only matters when something is pending */
+		/* only matters when something is pending (a COMMIT is followed by status 'I', which commits anyway) */
 		if (!*fx && !(c->sess && c->sess->pending))
 			return;
+		break;
+	case SHAPE_TX_ROLLBACK:
+		/* always: the SETs it undoes may still be in an earlier request that has not finished yet */
 		break;
 	case SHAPE_OTHER:
 		if (!sh->normalized || strncmp(sh->normalized, "discard", 7) != 0)

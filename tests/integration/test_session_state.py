@@ -6,7 +6,7 @@ and the connection stays usable; session mode is unaffected."""
 import psycopg
 import pytest
 
-from harness import read_text
+from harness import message, read_text
 
 DEFAULT_PATH = '"$user", public'
 
@@ -136,6 +136,24 @@ def test_rollback_inside_one_query(txpool):
             a.execute("SET statement_timeout = '4s'; SELECT 1/0")
         assert one(b, "SHOW statement_timeout") == "9s"
         assert one(a, "SHOW statement_timeout") == "3s"
+
+
+def test_pipelined_rollback_undoes_an_earlier_request(txpool):
+    """BEGIN, SET and ROLLBACK sent as three Query messages in one write: the ROLLBACK is read before the SET's reply
+    comes back, and must still undo it."""
+    with txpool.wire() as w, connect(txpool) as b:
+        w.login("app_md5")
+        w.send(b"".join(message(b"Q", q.encode() + b"\0") for q in
+                        ("SET search_path TO public", "BEGIN", "SET search_path TO pg_catalog", "ROLLBACK")))
+        statuses = []
+        while len(statuses) < 4:
+            mtype, payload = w.read_message()
+            assert mtype != b"E", payload
+            if mtype == b"Z":
+                statuses.append(payload)
+        assert statuses == [b"I", b"T", b"T", b"I"]
+        b.execute("SET search_path TO pg_catalog, public")
+        assert w.data_rows(w.query("SHOW search_path")) == [["public"]]
 
 
 @pytest.mark.parametrize("reset", ["RESET search_path", "SET search_path TO DEFAULT", "RESET ALL", "DISCARD ALL"])
