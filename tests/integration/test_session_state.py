@@ -85,6 +85,9 @@ def test_multi_statement_and_quoted_values(txpool):
         a.execute("SET search_path TO 'x;y', \"Odd\"\"Name\", public; SELECT 1")
         b.execute("SET search_path TO public")
         assert one(a, "SHOW search_path") == '"x;y", "Odd""Name", public'
+        a.execute("SET search_path = E'a\\'b', $q$c;d$q$ /* c1 */, public -- trailing comment")
+        b.execute("SET search_path TO public")
+        assert one(a, "SHOW search_path") == '"a\'b", "c;d", public'
         a.execute("/* comment */ SET SCHEMA 'pg_catalog'")
         assert one(b, "SHOW search_path") == "public"
         assert one(a, "SHOW search_path") == "pg_catalog"
