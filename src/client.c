@@ -893,6 +893,8 @@ static void client_startup(struct client *c, const struct startup_packet *sp)
 			c->vars.set[var] = true;
 			continue;
 		}
+		if (session_startup_param(c, n, v)) /* in track_extra_parameters (search_path from pgjdbc's currentSchema) */
+			continue;
 		if (config_list_contains(g.cfg.ignore_startup_parameters, n))
 			continue;
 		if (strcmp(n, "replication") == 0) {

@@ -13,6 +13,7 @@
 struct sess_val {
 	char *name;                /* lower-cased parameter name (heap) */
 	char *value;               /* the SET's value as the client wrote it, SQL text ("a, \"B\"", 'x', 5) (heap) */
+	bool guc_string;           /* value is instead the setting's own string (a startup parameter), set with set_config */
 };
 
 struct sess_vals {
@@ -75,13 +76,14 @@ static void vals_clear(struct sess_vals *v)
 	v->n = 0;
 }
 
-static void vals_set(struct sess_vals **pv, const char *name, const char *value)
+static void vals_set(struct sess_vals **pv, const char *name, const char *value, bool guc_string)
 {
 	struct sess_vals *v = vals_of(pv);
 	int i = vals_find(v, name);
 	if (i >= 0) {
 		free(v->v[i].value);
 		v->v[i].value = xstrdup(value);
+		v->v[i].guc_string = guc_string;
 		return;
 	}
 	if (v->n == v->cap) {
@@ -90,6 +92,7 @@ static void vals_set(struct sess_vals **pv, const char *name, const char *value)
 	}
 	v->v[v->n].name = xstrdup(name);
 	v->v[v->n].value = xstrdup(value);
+	v->v[v->n].guc_string = guc_string;
 	v->n++;
 }
 
@@ -98,7 +101,7 @@ static void vals_apply(struct sess_vals **pv, const struct sess_fx *e)
 {
 	switch (e->kind) {
 	case FX_SET:
-		vals_set(pv, e->name, e->value);
+		vals_set(pv, e->name, e->value, false);
 		break;
 	case FX_RESET:
 		vals_reset(*pv, e->name);
@@ -519,6 +522,30 @@ static void name_add(char **buf, size_t *len, size_t *cap, const char *name)
 	str_add(buf, len, cap, "\"");
 }
 
+/* Appends s as an E'' string literal (exact whatever standard_conforming_strings says). */
+static void literal_add(char **buf, size_t *len, size_t *cap, const char *s)
+{
+	str_add(buf, len, cap, "E'");
+	for (const char *p = s; *p; p++) {
+		char one[3] = { *p, (*p == '\'' || *p == '\\') ? *p : '\0', '\0' };
+		str_add(buf, len, cap, one);
+	}
+	str_add(buf, len, cap, "'");
+}
+
+bool session_startup_param(struct client *c, const char *name, const char *value)
+{
+	char lname[SHAPE_NAME_MAX];
+	if (!strlcpy_ok(lname, name, sizeof(lname)))
+		return false;
+	for (char *q = lname; *q; q++)
+		*q = (char)tolower((unsigned char)*q);
+	if (!tracked(lname) || strlen(value) >= SESS_VALUE_MAX)
+		return false;
+	vals_set(&c->sess, lname, value, true);
+	return true;
+}
+
 char *session_sync_sql(struct client *c, struct server *sv)
 {
 	struct sess_vals *cv = c->sess, *svv = sv->sess;
@@ -529,8 +556,17 @@ char *session_sync_sql(struct client *c, struct server *sv)
 		return NULL;
 	for (int i = 0; cv && i < cv->n; i++) {
 		int j = vals_find(svv, cv->v[i].name);
-		if (j >= 0 && strcmp(svv->v[j].value, cv->v[i].value) == 0)
+		if (j >= 0 && svv->v[j].guc_string == cv->v[i].guc_string && strcmp(svv->v[j].value, cv->v[i].value) == 0)
 			continue;
+		if (cv->v[i].guc_string) {
+			/* a startup parameter's string: set_config takes it as PostgreSQL took it from the startup packet */
+			str_add(&buf, &len, &cap, "SELECT pg_catalog.set_config(");
+			literal_add(&buf, &len, &cap, cv->v[i].name);
+			str_add(&buf, &len, &cap, ", ");
+			literal_add(&buf, &len, &cap, cv->v[i].value);
+			str_add(&buf, &len, &cap, ", false);");
+			continue;
+		}
 		str_add(&buf, &len, &cap, "SET ");
 		name_add(&buf, &len, &cap, cv->v[i].name);
 		str_add(&buf, &len, &cap, " TO ");
@@ -549,7 +585,7 @@ char *session_sync_sql(struct client *c, struct server *sv)
 	/* the server gets exactly the client's values (a failing SET closes the server connection) */
 	vals_clear(svv);
 	for (int i = 0; cv && i < cv->n; i++)
-		vals_set(&sv->sess, cv->v[i].name, cv->v[i].value);
+		vals_set(&sv->sess, cv->v[i].name, cv->v[i].value, cv->v[i].guc_string);
 	return buf;
 }
 

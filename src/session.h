@@ -24,6 +24,9 @@ void session_note(struct client *c, struct sess_fx **fx, const struct shape *sh,
 void session_request_done(struct client *c, struct server *sv, struct sess_fx **fx, bool failed, char status);
 void session_fx_free(struct sess_fx *fx);
 
+/* A startup parameter the client sent: true if it is in track_extra_parameters (its value becomes the client's, set
+ * on each server it gets, as PgBouncer does for search_path from pgjdbc's currentSchema), false if not tracked. */
+bool session_startup_param(struct client *c, const char *name, const char *value);
 /* The statements that give sv the client's tracked parameters ("SET a TO x;RESET b;"), heap, or NULL when sv has
  * them already; sv's state then counts as the client's (the caller runs the statements). */
 char *session_sync_sql(struct client *c, struct server *sv);

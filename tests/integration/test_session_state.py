@@ -6,7 +6,7 @@ and the connection stays usable; session mode is unaffected."""
 import psycopg
 import pytest
 
-from harness import message, read_text
+from harness import WireError, message, read_text
 
 DEFAULT_PATH = '"$user", public'
 
@@ -157,6 +157,21 @@ def test_pipelined_rollback_undoes_an_earlier_request(txpool):
         assert statuses == [b"I", b"T", b"T", b"I"]
         b.execute("SET search_path TO pg_catalog, public")
         assert w.data_rows(w.query("SHOW search_path")) == [["public"]]
+
+
+def test_startup_parameter_of_a_tracked_setting(txpool):
+    """pgjdbc's currentSchema sends search_path in the startup packet (PgBouncer accepts it when tracked)."""
+    with txpool.wire() as w, connect(txpool) as b:
+        w.login("app_md5", search_path="pg_catalog,public")
+        assert w.data_rows(w.query("SHOW search_path")) == [["pg_catalog,public"]]
+        b.execute("SET search_path TO public")
+        assert w.data_rows(w.query("SHOW search_path")) == [["pg_catalog,public"]]
+        assert one(b, "SHOW search_path") == "public"
+    # a setting that is not tracked is still refused at login, as before
+    with txpool.wire() as w:
+        with pytest.raises(WireError) as ei:
+            w.login("app_md5", work_mem="8MB")
+        assert "unsupported startup parameter: work_mem" in ei.value.message
 
 
 @pytest.mark.parametrize("reset", ["RESET search_path", "SET search_path TO DEFAULT", "RESET ALL", "DISCARD ALL"])
