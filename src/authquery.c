@@ -21,13 +21,14 @@
 #define LOOKUP_DEFAULT_TIMEOUT (15 * USEC_PER_SEC)   /* when server_connect_timeout is 0 */
 
 enum lookup_state {
+	LK_QUEUED,      /* waiting for a free slot (at most max_running() lookups have a connection) */
 	LK_CONNECTING,  /* PQconnectPoll in progress */
 	LK_QUERY,       /* auth_query sent, results being read */
 };
 
 /* One running lookup: the libpq connection that runs auth_query for one logging-in client. */
 struct authquery_lookup {
-	struct authquery_lookup *next;  /* in lookups */
+	struct authquery_lookup *next;  /* in lookups, oldest first */
 	struct client *c;               /* the client waiting for it (c->auth_lookup points back) */
 	PGconn *conn;
 	struct event *ev_io;            /* socket event on io_fd, or NULL */
@@ -43,11 +44,21 @@ struct authquery_lookup {
 	char error[300];                /* set when the query failed */
 };
 
-static struct authquery_lookup *lookups;   /* running lookups */
+static struct authquery_lookup *lookups;   /* queued and running lookups, oldest first */
+static int running;                        /* lookups with a connection (state past LK_QUEUED) */
+static struct event *ev_kick;              /* starts queued lookups once a slot is free */
+
+/* How many lookups may have a connection at once: like PgBouncer's pool of auth_user, default_pool_size. This keeps
+ * a burst of logins (or of unauthenticated clients naming unknown users) from opening a backend each. */
+static int max_running(void)
+{
+	return g.cfg.default_pool_size > 0 ? g.cfg.default_pool_size : 1;
+}
 /* Credentials found by the last lookup of each (database, user): auth_user entries keyed by "db\x01user". */
 static struct auth_user *creds;
 
 static void lookup_io_cb(evutil_socket_t fd, short what, void *arg);
+static void lookup_fail(struct authquery_lookup *lk, const char *sqlstate, const char *reason, const char *detail);
 
 /* ---- credentials ---- */
 
@@ -176,6 +187,11 @@ static void lookup_free(struct authquery_lookup *lk)
 	}
 	if (lk->c && lk->c->auth_lookup == lk)
 		lk->c->auth_lookup = NULL;
+	if (lk->state != LK_QUEUED) {
+		running--;
+		if (ev_kick)
+			event_active(ev_kick, EV_TIMEOUT, 0);	/* a slot is free */
+	}
 	free(lk);
 }
 
@@ -345,51 +361,85 @@ static void lookup_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	snprintf(msg, sizeof(msg), "auth_query lookup in %s as auth_user \"%s\" timed out after %.1f s (server_connect_timeout)",
 		 lk->target, lk->auth_user, (double)t / USEC_PER_SEC);
-	lookup_fail(lk, SQLSTATE_CANNOT_CONNECT, msg, lk->state == LK_CONNECTING ? "while connecting" : "while querying");
+	lookup_fail(lk, SQLSTATE_CANNOT_CONNECT, msg,
+		    lk->state == LK_QUEUED ? "while waiting for a free lookup slot (default_pool_size lookups run at once)"
+		    : lk->state == LK_CONNECTING ? "while connecting" : "while querying");
 }
 
-void authquery_start(struct client *c)
+/* Where and as whom c's lookup runs, from the current configuration. */
+struct lookup_params {
+	const char *auth_user;          /* NULL: no auth_user for c's database (any more) */
+	const char *auth_dbname;        /* [databases] entry the query runs in */
+	const struct db_def *adb;       /* that entry, NULL if it does not exist */
+	const char *host, *dbname;      /* server host (or unix socket directory) and database */
+	int port;
+	const char *password;           /* auth_user's plain password, NULL = none (libpq then tries ~/.pgpass) */
+	bool password_unusable;         /* auth_file holds a hashed secret for auth_user */
+};
+
+static void lookup_resolve(const struct client *c, struct lookup_params *lp)
 {
-	const struct db_def *cdb = config_find_db(&g.cfg, c->dbname), *adb;
-	const char *auth_user = auth_user_for(cdb);
-	const char *auth_dbname = cdb && cdb->auth_dbname ? cdb->auth_dbname
-				  : (g.cfg.auth_dbname && *g.cfg.auth_dbname ? g.cfg.auth_dbname : c->dbname);
-	const char *keys[12], *vals[12], *password = NULL, *host, *dbname;
-	char port[16], msg[1024];
-	int k = 0, portnum;
-	usec_t t = g.cfg.server_connect_timeout > 0 ? g.cfg.server_connect_timeout : LOOKUP_DEFAULT_TIMEOUT;
-	struct timeval tv = { (time_t)(t / USEC_PER_SEC), (suseconds_t)(t % USEC_PER_SEC) };
-	struct authquery_lookup *lk;
+	const struct db_def *cdb = config_find_db(&g.cfg, c->dbname);
 	struct auth_user *au;
 
-	adb = config_find_db(&g.cfg, auth_dbname);
-	if (!auth_user || !adb) {
-		snprintf(msg, sizeof(msg), "auth_query lookup failed: auth_dbname \"%s\" is not in [databases]", auth_dbname);
-		log_warning("C-%p: %s/%s@%s:%d %s", (void *)c, c->dbname, c->user, c->addr, c->port, msg);
-		client_disconnect(c, SQLSTATE_INVALID_CATALOG, msg);
+	memset(lp, 0, sizeof(*lp));
+	lp->auth_user = auth_user_for(cdb);
+	lp->auth_dbname = cdb && cdb->auth_dbname && *cdb->auth_dbname ? cdb->auth_dbname
+			  : (g.cfg.auth_dbname && *g.cfg.auth_dbname ? g.cfg.auth_dbname : c->dbname);
+	lp->adb = config_find_db(&g.cfg, lp->auth_dbname);
+	if (!lp->auth_user || !lp->adb)
 		return;
-	}
-	host = adb->host ? adb->host : DEFAULT_UNIX_DIR;
-	portnum = adb->port > 0 ? adb->port : 5432;
-	dbname = adb->dbname ? adb->dbname : auth_dbname;
-	lk = xcalloc(1, sizeof(*lk));
-	lk->c = c;
-	strlcpy_ok(lk->auth_user, auth_user, sizeof(lk->auth_user));
-	snprintf(lk->target, sizeof(lk->target), "%s:%d/%s", host, portnum, dbname);
+	lp->host = lp->adb->host ? lp->adb->host : DEFAULT_UNIX_DIR;
+	lp->port = lp->adb->port > 0 ? lp->adb->port : 5432;
+	lp->dbname = lp->adb->dbname ? lp->adb->dbname : lp->auth_dbname;
 	/* auth_user's password: the [databases] password when that entry forces auth_user, else a plain auth_file one */
-	if (adb->user && adb->password && strcmp(adb->user, auth_user) == 0)
-		password = adb->password;
-	else if ((au = auth_user_find(g.auth_users, auth_user)) != NULL) {
+	if (lp->adb->user && lp->adb->password && strcmp(lp->adb->user, lp->auth_user) == 0) {
+		lp->password = lp->adb->password;
+	} else if ((au = auth_user_find(g.auth_users, lp->auth_user)) != NULL) {
 		if (secret_kind(au->secret) == SECRET_PLAIN)
-			password = au->secret;
+			lp->password = au->secret;
 		else
-			lk->password_unusable = true;
+			lp->password_unusable = true;
 	}
-	snprintf(port, sizeof(port), "%d", portnum);
-	keys[k] = "host", vals[k++] = host;
+}
+
+/* Fails c's login when its lookup has nowhere to run; returns false then (lk freed, c closed). */
+static bool lookup_check_params(struct authquery_lookup *lk, const struct lookup_params *lp)
+{
+	char msg[1024];
+
+	if (!lp->auth_user) {
+		lookup_fail(lk, SQLSTATE_INVALID_AUTH_SPEC, "auth_query lookup failed: auth_user is no longer set", NULL);
+		return false;
+	}
+	if (!lp->adb) {
+		snprintf(msg, sizeof(msg), "auth_query lookup failed: auth_dbname \"%s\" is not in [databases]",
+			 lp->auth_dbname);
+		lookup_fail(lk, SQLSTATE_INVALID_CATALOG, msg, NULL);
+		return false;
+	}
+	return true;
+}
+
+/* Opens the lookup's connection (a slot is free). */
+static void lookup_connect(struct authquery_lookup *lk)
+{
+	struct lookup_params lp;
+	const char *keys[14], *vals[14];
+	char port[16], msg[1024];
+	int k = 0;
+
+	lookup_resolve(lk->c, &lp);
+	if (!lookup_check_params(lk, &lp))
+		return;
+	strlcpy_ok(lk->auth_user, lp.auth_user, sizeof(lk->auth_user));
+	snprintf(lk->target, sizeof(lk->target), "%s:%d/%s", lp.host, lp.port, lp.dbname);
+	lk->password_unusable = lp.password_unusable;
+	snprintf(port, sizeof(port), "%d", lp.port);
+	keys[k] = "host", vals[k++] = lp.host;
 	keys[k] = "port", vals[k++] = port;
-	keys[k] = "dbname", vals[k++] = dbname;
-	keys[k] = "user", vals[k++] = auth_user;
+	keys[k] = "dbname", vals[k++] = lp.dbname;
+	keys[k] = "user", vals[k++] = lp.auth_user;
 	keys[k] = "application_name", vals[k++] = "parley-auth_query";
 	keys[k] = "client_encoding", vals[k++] = "UTF8";
 	/* the server_tls_* settings apply as to pooled server connections (libpq ignores them on unix sockets) */
@@ -402,17 +452,14 @@ void authquery_start(struct client *c)
 		keys[k] = "sslcert", vals[k++] = g.cfg.server_tls_cert_file;
 		keys[k] = "sslkey", vals[k++] = g.cfg.server_tls_key_file;
 	}
-	if (password)
-		keys[k] = "password", vals[k++] = password;
+	if (lp.password)
+		keys[k] = "password", vals[k++] = lp.password;
 	keys[k] = NULL, vals[k] = NULL;
 
-	lk->next = lookups;
-	lookups = lk;
-	c->auth_lookup = lk;
 	lk->state = LK_CONNECTING;
-	lk->ev_timer = evtimer_new(g.base, lookup_timer_cb, lk);
+	running++;
 	lk->conn = PQconnectStartParams(keys, vals, 0);
-	if (!lk->ev_timer || !lk->conn) {
+	if (!lk->conn) {
 		lookup_fail(lk, SQLSTATE_INTERNAL_ERROR, "auth_query lookup failed: out of memory", NULL);
 		return;
 	}
@@ -423,9 +470,54 @@ void authquery_start(struct client *c)
 		lookup_fail(lk, SQLSTATE_CANNOT_CONNECT, msg, NULL);
 		return;
 	}
-	evtimer_add(lk->ev_timer, &tv);
 	lookup_set_io(lk, PQsocket(lk->conn), EV_WRITE);
-	log_debug("C-%p: looking up user %s with auth_query as %s in %s", (void *)c, c->user, auth_user, lk->target);
+	log_debug("C-%p: looking up user %s with auth_query as %s in %s", (void *)lk->c, lk->c->user, lk->auth_user,
+		  lk->target);
+}
+
+/* Starts queued lookups, oldest first, while slots are free (run from ev_kick, outside other lookups' callbacks). */
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct authquery_lookup *lk, *next;
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (lk = lookups; lk && running < max_running(); lk = next) {
+		next = lk->next;
+		if (lk->state == LK_QUEUED)
+			lookup_connect(lk);	/* may free lk (not next: another client's lookup) */
+	}
+}
+
+void authquery_start(struct client *c)
+{
+	usec_t t = g.cfg.server_connect_timeout > 0 ? g.cfg.server_connect_timeout : LOOKUP_DEFAULT_TIMEOUT;
+	struct timeval tv = { (time_t)(t / USEC_PER_SEC), (suseconds_t)(t % USEC_PER_SEC) };
+	struct authquery_lookup *lk, **pp;
+	struct lookup_params lp;
+
+	lk = xcalloc(1, sizeof(*lk));
+	lk->c = c;
+	lk->state = LK_QUEUED;
+	c->auth_lookup = lk;
+	for (pp = &lookups; *pp; pp = &(*pp)->next)
+		;
+	*pp = lk;	/* FIFO */
+	lookup_resolve(c, &lp);
+	if (!lookup_check_params(lk, &lp))
+		return;
+	strlcpy_ok(lk->auth_user, lp.auth_user, sizeof(lk->auth_user));
+	snprintf(lk->target, sizeof(lk->target), "%s:%d/%s", lp.host, lp.port, lp.dbname);
+	lk->ev_timer = evtimer_new(g.base, lookup_timer_cb, lk);
+	if (!lk->ev_timer || (!ev_kick && !(ev_kick = event_new(g.base, -1, 0, kick_cb, NULL)))) {
+		lookup_fail(lk, SQLSTATE_INTERNAL_ERROR, "auth_query lookup failed: out of memory", NULL);
+		return;
+	}
+	evtimer_add(lk->ev_timer, &tv);	/* the deadline includes the wait for a slot */
+	if (running < max_running())
+		lookup_connect(lk);
+	else
+		log_debug("C-%p: auth_query lookup of %s queued (%d running)", (void *)c, c->user, running);
 }
 
 void authquery_cancel(struct client *c)
@@ -451,6 +543,10 @@ void authquery_shutdown(void)
 	HASH_ITER(hh, creds, u, tmp) {
 		HASH_DEL(creds, u);
 		cred_free(u);
+	}
+	if (ev_kick) {
+		event_free(ev_kick);
+		ev_kick = NULL;
 	}
 }
 

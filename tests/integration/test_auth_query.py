@@ -13,6 +13,8 @@ import harness
 from harness import PASSWORDS, Wire, WireError
 
 AUTH_MD5, AUTH_SASL = 5, 10
+SAFE_QUERY = ("SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid "
+              "WHERE rolname=$1 AND rolcanlogin")
 AUTH_PW = "aq-Auth-pw-7"          # password of the auth_user roles
 LOOKUP_FN = "aq_lookup"           # SECURITY DEFINER lookup function for a non-superuser auth_user
 ROLES = {
@@ -50,12 +52,15 @@ def aq_roles(pg):
             conn.execute(f"DROP ROLE IF EXISTS {role}")
 
 
-def aq_parley(parley, auth_pw=AUTH_PW, **settings):
+def aq_parley(parley, target, auth_pw=AUTH_PW, **settings):
     """A pooler where app_md5 and app_scram are NOT in the auth_file (auth_query must find them); aq_auth and
-    aq_auth2 are, with auth_pw as their plain password."""
+    aq_auth2 are, with auth_pw as their plain password. parley runs its default auth_query; PgBouncer 1.18's default
+    predates the CVE-2025-2291 fix, so it gets the fixed query spelled out."""
     extra = {"app_md5": None, "app_scram": None, "aq_auth": auth_pw, "aq_auth2": auth_pw}
     extra.update(settings.pop("userlist_extra", {}))
     settings.setdefault("auth_user", "aq_auth")
+    if target == "pgbouncer":
+        settings.setdefault("auth_query", SAFE_QUERY)
     settings.setdefault("server_connect_timeout", 2)
     return parley(userlist_extra=extra, **settings)
 
@@ -71,14 +76,20 @@ def login(p, user, password, dbname="parlant"):
         return w.auth_requests, None, rows[0][0] if rows else None
 
 
-def assert_refused_as_wrong_password(err, user):
+def assert_refused_as_wrong_password(err, user, target):
     assert err is not None, f"{user} was let in"
+    if target == "pgbouncer":
+        # PgBouncer 1.18 answers 08P01 "password/SASL authentication failed", and "no such user" when auth_query
+        # returns no row: unlike parley it tells a client which users exist
+        assert err.sqlstate in ("28P01", "08P01"), err.fields
+        assert "authentication failed" in err.message or err.message == "no such user", err.fields
+        return
     assert err.sqlstate == "28P01", err.fields
     assert err.message == f'password authentication failed for user "{user}"', err.fields
 
 
 def test_md5_and_scram_users_found_by_auth_query_log_in_and_reach_the_server(parley, aq_roles, target):
-    p = aq_parley(parley)
+    p = aq_parley(parley, target)
     log_at = aq_roles.log_size()
     # app_md5's secret in PostgreSQL is md5: md5 challenge, and the pooler logs in with the md5 hash
     seen, err, who = login(p, "app_md5", PASSWORDS["app_md5"])
@@ -90,26 +101,28 @@ def test_md5_and_scram_users_found_by_auth_query_log_in_and_reach_the_server(par
     assert seen[0] == AUTH_SASL and who == "app_scram"
     with p.connect(user="app_scram") as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (10,)
-    # each login looked its user up as aq_auth in the client's database (PostgreSQL logs every connection)
+    # the lookups ran as aq_auth in the client's database (PostgreSQL logs every connection): parley opens one
+    # connection per login, PgBouncer reuses a pooled one
     pg_log = aq_roles.log_since(log_at)
-    assert pg_log.count("connection authorized: user=aq_auth database=parlant") >= 3, pg_log[-3000:]
+    lookups = pg_log.count("connection authorized: user=aq_auth database=parlant")
+    assert lookups >= (3 if target == "parley" else 1), pg_log[-3000:]
 
 
-def test_wrong_password_and_unknown_user_are_the_same_28P01(parley, aq_roles):
-    p = aq_parley(parley)
+def test_wrong_password_and_unknown_user_are_the_same_28P01(parley, aq_roles, target):
+    p = aq_parley(parley, target)
     for user, pw in (("app_scram", "not-the-password"), ("app_md5", "not-the-password"),
                      ("aq_no_such_user", "whatever")):
         _, err, _ = login(p, user, pw)
-        assert_refused_as_wrong_password(err, user)
+        assert_refused_as_wrong_password(err, user, target)
 
 
 def test_expired_and_nologin_roles_refused_by_the_default_query(parley, aq_roles, target):
     """CVE-2025-2291: the default auth_query honours VALID UNTIL (and rolcanlogin), so a right but expired
     password is refused like a wrong one."""
-    p = aq_parley(parley)
+    p = aq_parley(parley, target)
     for user in ("aq_expired", "aq_nologin"):
         _, err, _ = login(p, user, ROLES[user][1])
-        assert_refused_as_wrong_password(err, user)
+        assert_refused_as_wrong_password(err, user, target)
     # the same roles are refused by PostgreSQL itself (the test would be meaningless otherwise)
     for user in ("aq_expired", "aq_nologin"):
         with pytest.raises(psycopg.OperationalError):
@@ -123,11 +136,13 @@ def test_expired_and_nologin_roles_refused_by_the_default_query(parley, aq_roles
     finally:
         aq_roles.query("ALTER ROLE aq_expired VALID UNTIL '2001-01-01'", dbname="postgres")
     _, err, _ = login(p, "aq_expired", ROLES["aq_expired"][1])
-    assert_refused_as_wrong_password(err, "aq_expired")
+    assert_refused_as_wrong_password(err, "aq_expired", target)
 
 
 def test_auth_user_with_wrong_password_gives_a_clear_error(parley, aq_roles, target):
-    p = aq_parley(parley, auth_pw="not-aq-auth-password")
+    if target == "pgbouncer":
+        pytest.skip("PgBouncer 1.18 keeps the client waiting while it retries the auth_user login")
+    p = aq_parley(parley, target, auth_pw="not-aq-auth-password")
     _, err, _ = login(p, "app_scram", PASSWORDS["app_scram"])
     assert err is not None
     if target == "parley":
@@ -144,15 +159,17 @@ def test_auth_user_with_wrong_password_gives_a_clear_error(parley, aq_roles, tar
 def test_per_database_auth_user_and_query_override_the_global_ones(parley, aq_roles, target):
     """[databases] auth_user / auth_query: aqdb looks users up as aq_auth2 through the SECURITY DEFINER function;
     the global auth_user (aq_auth, whose auth_file password is wrong here) is used for parlant only."""
+    if target == "pgbouncer":
+        pytest.skip("PgBouncer 1.18 has no per-database auth_query")
     pg = aq_roles
-    p = aq_parley(parley, auth_pw="wrong-for-aq_auth", userlist_extra={"aq_auth2": AUTH_PW},
+    p = aq_parley(parley, target, auth_pw="wrong-for-aq_auth", userlist_extra={"aq_auth2": AUTH_PW},
                   databases_extra=[f"aqdb = host={pg.host} port={pg.port} dbname=parlant auth_user=aq_auth2 "
                                    f"auth_query='SELECT * FROM public.{LOOKUP_FN}($1)'"])
     _, err, who = login(p, "app_scram", PASSWORDS["app_scram"], dbname="aqdb")
     assert err is None, err.fields
     assert who == "app_scram"
     _, err, _ = login(p, "aq_expired", ROLES["aq_expired"][1], dbname="aqdb")
-    assert_refused_as_wrong_password(err, "aq_expired")
+    assert_refused_as_wrong_password(err, "aq_expired", target)
     _, err, _ = login(p, "app_scram", PASSWORDS["app_scram"], dbname="parlant")
     assert err is not None and err.sqlstate != "28P01", "the global auth_user should have been used for parlant"
 
@@ -164,7 +181,7 @@ def test_auth_dbname_runs_the_query_in_another_database(parley, aq_roles, target
         pytest.skip("parley's own auth_query connection is checked")
     pg = aq_roles
     query = f"SELECT uname, phash FROM public.{LOOKUP_FN}($1), pg_sleep(0.3)"
-    p = aq_parley(parley, auth_user="aq_auth2", auth_dbname="authdb", auth_query=query,
+    p = aq_parley(parley, target, auth_user="aq_auth2", auth_dbname="authdb", auth_query=query,
                   databases_extra=[f"authdb = host={pg.host} port={pg.port} dbname=postgres"])
     seen_db = []
 
@@ -187,7 +204,7 @@ def test_auth_dbname_runs_the_query_in_another_database(parley, aq_roles, target
 def test_slow_lookup_neither_blocks_other_clients_nor_outlives_server_connect_timeout(parley, aq_roles, target):
     if target != "parley":
         pytest.skip("parley's timeout message is checked")
-    p = aq_parley(parley, server_connect_timeout=1,
+    p = aq_parley(parley, target, server_connect_timeout=1,
                   auth_query="SELECT rolname, rolpassword FROM pg_authid, pg_sleep(2) WHERE rolname = $1")
     result = {}
 
@@ -217,6 +234,42 @@ def test_slow_lookup_neither_blocks_other_clients_nor_outlives_server_connect_ti
     aq_roles.wait_backends("aq_auth", lambda n: n == 0, timeout=5)
     with p.connect(user="app_plain") as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_lookups_run_at_most_default_pool_size_at_once_and_queued_ones_still_succeed(parley, aq_roles, target):
+    """A burst of logins must not open a backend each: parley runs default_pool_size lookups at a time (PgBouncer
+    runs them over auth_user's pool, of the same size)."""
+    if target != "parley":
+        pytest.skip("parley's lookup connections are counted")
+    pg = aq_roles
+    p = aq_parley(parley, target, default_pool_size=2, server_connect_timeout=5,
+                  auth_query="SELECT rolname, rolpassword FROM pg_authid, pg_sleep(0.3) WHERE rolname = $1")
+    results, peak, done = [], [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            n = pg.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'parley-auth_query'")
+            peak[0] = max(peak[0], n)
+            time.sleep(0.03)
+
+    def one():
+        results.append(login(p, "app_md5", PASSWORDS["app_md5"]))
+
+    w = threading.Thread(target=watch)
+    w.start()
+    clients = [threading.Thread(target=one) for _ in range(6)]
+    t0 = time.monotonic()
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    took = time.monotonic() - t0
+    done.set()
+    w.join()
+    assert [r[1] for r in results] == [None] * 6, [r[1] and r[1].fields for r in results]
+    assert [r[2] for r in results] == ["app_md5"] * 6
+    assert peak[0] == 2, f"{peak[0]} lookup connections at once (default_pool_size = 2)"
+    assert took >= 0.85, f"6 lookups of 0.3 s, 2 at a time, took only {took:.2f}s"
 
 
 # ---- parley --hash-password
