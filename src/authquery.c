@@ -317,6 +317,12 @@ static void lookup_poll_connect(struct authquery_lookup *lk)
 {
 	char detail[208], msg[1024];
 
+	/* libpq may have closed its socket and opened another one with the same number (a retry without TLS, the next
+	 * host): register the socket afresh at every step so the event never watches a closed descriptor */
+	if (lk->ev_io) {
+		event_free(lk->ev_io);
+		lk->ev_io = NULL;
+	}
 	switch (PQconnectPoll(lk->conn)) {
 	case PGRES_POLLING_READING:
 		lookup_set_io(lk, PQsocket(lk->conn), EV_READ);
