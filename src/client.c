@@ -640,6 +640,63 @@ static void client_auth_ok(struct client *c)
 	}
 }
 
+/* auth_type = hba: the first auth_hba_file rule matching c decides. Returns true with *at set to the auth type whose
+ * path client_start_auth then runs (trust, password, md5, scram-sha-256); returns false when the login was settled
+ * here: refused (no rule, reject, or a failed cert / peer check; c is closed) or accepted by cert / peer. */
+static bool client_hba_decide(struct client *c, enum auth_type *at)
+{
+	struct hba_client hc = { .local = strcmp(c->addr, "unix") == 0, .tls = c->s.ssl != NULL, .addr = c->addr,
+				 .database = c->dbname, .user = c->user, .replication = false };
+	const struct hba_rule *r = hba_match(g.hba, &hc);
+	char msg[2 * NAME_MAX_LEN + ADDR_MAX_LEN + 128], why[300];
+	bool ok = false;
+
+	if (!r || r->method == HBA_REJECT) {
+		/* PostgreSQL's wording, so clients and tools recognise it */
+		snprintf(msg, sizeof(msg), "%s for host \"%s\", user \"%s\", database \"%s\", %s",
+			 r ? "pg_hba.conf rejects connection" : "no pg_hba.conf entry", hc.local ? "[local]" : c->addr,
+			 c->user, c->dbname, hc.tls ? "SSL encryption" : "no encryption");
+		if (r)
+			log_info("C-%p: %s (%s:%d)", (void *)c, msg, g.hba->path, r->line);
+		else
+			log_info("C-%p: %s", (void *)c, msg);
+		client_disconnect(c, SQLSTATE_INVALID_AUTH_SPEC, msg);
+		return false;
+	}
+	switch (r->method) {
+	case HBA_TRUST:
+		*at = AUTH_TRUST;
+		return true;
+	case HBA_PASSWORD:
+		*at = AUTH_PLAIN;
+		return true;
+	case HBA_MD5:
+		*at = AUTH_MD5;
+		return true;
+	case HBA_SCRAM:
+		*at = AUTH_SCRAM;
+		return true;
+	case HBA_CERT:
+		ok = hba_cert_check(c->s.ssl, c->user, why, sizeof(why));
+		break;
+	case HBA_PEER:
+		ok = hba_peer_check(c->s.fd, c->user, why, sizeof(why));
+		break;
+	case HBA_REJECT:
+		break;
+	}
+	if (!ok) {
+		log_info("C-%p: %s@%s:%d %s authentication failed (%s:%d): %s", (void *)c, c->user, c->addr, c->port,
+			 hba_method_name(r->method), g.hba->path, r->line, why);
+		snprintf(msg, sizeof(msg), "%s authentication failed for user \"%s\"",
+			 r->method == HBA_CERT ? "certificate" : "peer", c->user);
+		client_disconnect(c, SQLSTATE_INVALID_AUTH_SPEC, msg);
+		return false;
+	}
+	client_auth_ok(c);
+	return false;
+}
+
 /* Sends a random-salt challenge or SASL offer for the configured auth_type. */
 static void client_start_auth(struct client *c)
 {
@@ -648,6 +705,8 @@ static void client_start_auth(struct client *c)
 	enum auth_type at = g.cfg.auth_type;
 	bool admin = admin_is_console_db(c->dbname);
 
+	if (at == AUTH_HBA && !client_hba_decide(c, &at))
+		return;	/* refused, or accepted by cert / peer */
 	/* auth_query: a user missing from auth_file is looked up first; client_auth_lookup_done() comes back here. */
 	if (at != AUTH_ANY && authquery_needed(c)) {
 		authquery_start(c);

@@ -49,11 +49,11 @@ static const struct setting settings[] = {
 	S_BOOL("application_name_add_host", application_name_add_host, "0", R, "append the client's host:port to application_name"),
 	S_STR("auth_dbname", auth_dbname, NULL, R, "[databases] entry auth_query runs in (default: the client's database)"),
 	S_STR("auth_file", auth_file, NULL, R, "userlist.txt with \"user\" \"password\" lines"),
-	C_STR("auth_hba_file", "", R, "pg_hba.conf for auth_type = hba"),
+	S_STR("auth_hba_file", auth_hba_file, "", R, "pg_hba.conf (PgBouncer's subset) that picks the method per connection for auth_type = hba; read at startup and on reload"),
 	C_STR("auth_ident_file", NULL, R, "pg_ident.conf for auth_type = hba"),
 	C_STR("auth_ldap_options", NULL, R, "LDAP options for auth_type = ldap"),
 	S_STR("auth_query", auth_query, DEFAULT_AUTH_QUERY, R, "query that looks up a user's password when it is not in auth_file"),
-	ROW("auth_type", SET_AUTH_TYPE, F(auth_type), "md5", R, true, 0, 0, "client authentication: trust, any, plain, md5 or scram-sha-256"),
+	ROW("auth_type", SET_AUTH_TYPE, F(auth_type), "md5", R, true, 0, 0, "client authentication: trust, any, plain, md5, scram-sha-256 or hba (auth_hba_file)"),
 	S_STR("auth_user", auth_user, NULL, R, "user that runs auth_query on the server"),
 	S_TIME("autodb_idle_timeout", autodb_idle_timeout, "3600", R, "drop pools created through the \"*\" entry after this long unused"),
 	S_BOOL("cache_enabled", cache_enabled, "1", R, "serve the tables listed in [cache] from the query cache (off = pooling only)"),
@@ -182,9 +182,9 @@ struct parse_ctx {
 };
 
 static const char *const pool_mode_names[] = { "session", "transaction", "statement" };
-static const char *const auth_type_names[] = { "trust", "any", "plain", "md5", "scram-sha-256" };
+static const char *const auth_type_names[] = { "trust", "any", "plain", "md5", "scram-sha-256", "hba" };
 /* auth types PgBouncer knows that parley rejects with a clear message. */
-static const char *const auth_type_unsupported[] = { "hba", "cert", "pam", "ldap", "peer" };
+static const char *const auth_type_unsupported[] = { "cert", "pam", "ldap", "peer" };
 
 const struct setting *config_settings(size_t *count)
 {
@@ -411,11 +411,11 @@ static int parse_value(const struct setting *s, const char *text, union value *v
 		}
 		for (i = 0; i < ARRAY_SIZE(auth_type_unsupported); i++) {
 			if (strcasecmp(text, auth_type_unsupported[i]) == 0) {
-				snprintf(msg, msglen, "auth_type '%s' is not supported yet (use trust, any, plain, md5 or scram-sha-256)", text);
+				snprintf(msg, msglen, "auth_type '%s' is not supported yet (use trust, any, plain, md5, scram-sha-256 or hba)", text);
 				return -1;
 			}
 		}
-		snprintf(msg, msglen, "invalid value \"%s\" for %s: expected trust, any, plain, md5 or scram-sha-256", text, s->name);
+		snprintf(msg, msglen, "invalid value \"%s\" for %s: expected trust, any, plain, md5, scram-sha-256 or hba", text, s->name);
 		return -1;
 	case SET_MODE_OCTAL:
 		if (!*text || strspn(text, "01234567") != strlen(text)) {

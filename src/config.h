@@ -5,7 +5,7 @@
 #include <uthash.h>
 
 enum pool_mode { POOL_MODE_UNSET = -1, POOL_SESSION = 0, POOL_TRANSACTION = 1, POOL_STATEMENT = 2 };
-enum auth_type { AUTH_TRUST = 0, AUTH_ANY, AUTH_PLAIN, AUTH_MD5, AUTH_SCRAM };
+enum auth_type { AUTH_TRUST = 0, AUTH_ANY, AUTH_PLAIN, AUTH_MD5, AUTH_SCRAM, AUTH_HBA };
 
 /* One entry of [databases]. Numeric fields are -1 when not given (inherit the global value). */
 struct db_def {
@@ -84,6 +84,7 @@ struct parley_config {
 	usec_t stats_period;        /* 60 s */
 	enum auth_type auth_type;   /* md5 */
 	char *auth_file;            /* NULL */
+	char *auth_hba_file;        /* "" = none; pg_hba.conf subset for auth_type = hba (hba.c) */
 	char *auth_user;            /* NULL = no auth_query lookups (authquery.c) */
 	char *auth_query;           /* PgBouncer's default since 1.24.1 (CVE-2025-2291: honours VALID UNTIL) */
 	char *auth_dbname;          /* NULL = the client's database */

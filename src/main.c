@@ -245,6 +245,26 @@ static int load_auth_file(const struct parley_config *cfg, struct auth_user **ou
 	return 0;
 }
 
+/* Loads cfg's auth_hba_file into *out (NULL when none is set). auth_type = hba without a file is an error. Failures
+ * are logged with FILE:LINE: FATAL at startup, ERROR on reload (the caller then keeps the running rules). */
+static int load_hba_file(const struct parley_config *cfg, struct hba **out, bool startup)
+{
+	char err[600];
+
+	*out = NULL;
+	if ((!cfg->auth_hba_file || !*cfg->auth_hba_file) && cfg->auth_type != AUTH_HBA)
+		return 0;
+	if (hba_load(cfg->auth_hba_file, out, err, sizeof(err)) < 0) {
+		if (startup)
+			log_fatal("%s", err);
+		else
+			log_error("%s", err);
+		return -1;
+	}
+	log_debug("auth_hba_file %s: %zu rules", cfg->auth_hba_file, (*out)->count);
+	return 0;
+}
+
 static void apply_log_settings(int verbose_cli)
 {
 	int v = g.cfg.verbose > verbose_cli ? g.cfg.verbose : verbose_cli;
@@ -275,6 +295,7 @@ void parley_reload(void)
 {
 	struct parley_config fresh;
 	struct auth_user *users = NULL;
+	struct hba *hba = NULL;
 	char err[1024];
 	const char *path = g.cfg.config_file;
 
@@ -288,6 +309,14 @@ void parley_reload(void)
 		config_free(&fresh);
 		return;
 	}
+	if (load_hba_file(&fresh, &hba, false) < 0) {
+		log_error("reload failed, keeping the running configuration (and hba rules)");
+		auth_users_free(&users);
+		config_free(&fresh);
+		return;
+	}
+	hba_free(g.hba);
+	g.hba = hba;
 	if (fresh.listen_port != g.cfg.listen_port || strcmp(fresh.listen_addr ? fresh.listen_addr : "",
 							       g.cfg.listen_addr ? g.cfg.listen_addr : "") != 0)
 		log_warning("listen_addr/listen_port changes take effect only after a restart");
@@ -521,6 +550,11 @@ int main(int argc, char **argv)
 		config_free(&g.cfg);
 		return 1;
 	}
+	if (load_hba_file(&g.cfg, &g.hba, true) < 0) {
+		auth_users_free(&g.auth_users);
+		config_free(&g.cfg);
+		return 1;
+	}
 	log_config_warnings(&g.cfg);
 	if (tls_configure(&g.cfg, err, sizeof(err)) < 0) {
 		if (g.cfg.logfile && *g.cfg.logfile)
@@ -528,6 +562,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "parley: %s\n", err);
 		tls_shutdown();
 		auth_users_free(&g.auth_users);
+		hba_free(g.hba);
+		g.hba = NULL;
 		config_free(&g.cfg);
 		return 1;
 	}
@@ -588,6 +624,8 @@ int main(int argc, char **argv)
 	shape_shutdown();
 	authquery_shutdown();
 	auth_users_free(&g.auth_users);
+	hba_free(g.hba);
+	g.hba = NULL;
 	tls_shutdown();
 	if (pidfile_written)
 		unlink(g.cfg.pidfile);

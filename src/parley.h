@@ -4,6 +4,7 @@
 #include "common.h"
 #include "config.h"
 #include "auth.h"
+#include "hba.h"
 #include "list.h"
 #include "log.h"
 #include "proto.h"
@@ -227,6 +228,7 @@ struct parley_state {
 	struct event_base *base;
 	struct parley_config cfg;
 	struct auth_user *auth_users;
+	struct hba *hba;                    /* auth_hba_file rules (auth_type = hba); NULL = none loaded */
 	struct pool *pools;                 /* uthash by key */
 	struct client *clients_by_key;      /* uthash by cancel key */
 	struct list_head login_clients;     /* clients still in startup/auth, not in a pool yet */

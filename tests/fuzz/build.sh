@@ -27,9 +27,10 @@ declare -A SOURCES=(
 	[fuzz_auth_file]="log auth scram"
 	[fuzz_scram]="log auth scram"
 	[fuzz_shape]="log shape"
+	[fuzz_hba]="log hba"
 	[fuzz_relay]="log proto config shape cache relay session"
 )
-ALL_TARGETS="fuzz_proto fuzz_startup fuzz_config fuzz_auth_file fuzz_scram fuzz_shape fuzz_relay"
+ALL_TARGETS="fuzz_proto fuzz_startup fuzz_config fuzz_auth_file fuzz_scram fuzz_shape fuzz_relay fuzz_hba"
 targets=${FUZZ_TARGETS:-$ALL_TARGETS}
 
 die() {

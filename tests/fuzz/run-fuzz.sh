@@ -2,7 +2,7 @@
 # run-fuzz.sh — `make check` test: builds the libFuzzer targets (build.sh) and runs each briefly on its seed corpus; fails on any crash, leak, sanitizer report or timeout, printing the reproducer.
 #
 # Environment:
-#   FUZZ_SECONDS      seconds per target (default 40: 7 targets ≈ 5 minutes, plus about 45 s for a first build)
+#   FUZZ_SECONDS      seconds per target (default 40: 8 targets ≈ 5.5 minutes, plus about 45 s for a first build)
 #   FUZZ_TARGETS      space-separated subset of targets (default: all of build.sh's)
 #   PARLEY_SRCDIR     source tree (make check sets it)
 #   PARLEY_BUILDDIR   configured build tree (default: the directory of $PARLEY_BIN, else the current directory)

@@ -329,10 +329,9 @@ static const struct bad_case bad_cases[] = {
 	{ "pool_utilization_warn = 1.5", "invalid value \"1.5\" for pool_utilization_warn: must be between 0 and 1" },
 	{ "pool_utilization_warn = high", "invalid value \"high\" for pool_utilization_warn: not a number" },
 	{ "pool_mode = sessions", "invalid value \"sessions\" for pool_mode: expected session, transaction or statement" },
-	{ "auth_type = hba", "auth_type 'hba' is not supported yet (use trust, any, plain, md5 or scram-sha-256)" },
-	{ "auth_type = cert", "auth_type 'cert' is not supported yet (use trust, any, plain, md5 or scram-sha-256)" },
-	{ "auth_type = pam", "auth_type 'pam' is not supported yet (use trust, any, plain, md5 or scram-sha-256)" },
-	{ "auth_type = password", "invalid value \"password\" for auth_type: expected trust, any, plain, md5 or scram-sha-256" },
+	{ "auth_type = cert", "auth_type 'cert' is not supported yet (use trust, any, plain, md5, scram-sha-256 or hba)" },
+	{ "auth_type = pam", "auth_type 'pam' is not supported yet (use trust, any, plain, md5, scram-sha-256 or hba)" },
+	{ "auth_type = password", "invalid value \"password\" for auth_type: expected trust, any, plain, md5, scram-sha-256 or hba" },
 	{ "unix_socket_mode = 0789", "invalid value \"0789\" for unix_socket_mode: not an octal mode such as 0777" },
 	{ "unix_socket_mode = rw", "invalid value \"rw\" for unix_socket_mode: not an octal mode such as 0777" },
 	{ "unix_socket_mode = 10000", "invalid value \"10000\" for unix_socket_mode: must be between 0 and 07777" },
@@ -660,8 +659,8 @@ static void test_config_set(void **state)
 	assert_int_equal(config_set(&cfg, "default_pool_size", "x", err, sizeof(err)), -1);
 	assert_string_equal(err, "invalid value \"x\" for default_pool_size: not an integer");
 	assert_int_equal(cfg.default_pool_size, 51);
-	assert_int_equal(config_set(&cfg, "auth_type", "hba", err, sizeof(err)), -1);
-	assert_string_equal(err, "auth_type 'hba' is not supported yet (use trust, any, plain, md5 or scram-sha-256)");
+	assert_int_equal(config_set(&cfg, "auth_type", "cert", err, sizeof(err)), -1);
+	assert_string_equal(err, "auth_type 'cert' is not supported yet (use trust, any, plain, md5, scram-sha-256 or hba)");
 	assert_int_equal(cfg.auth_type, AUTH_MD5);
 	assert_int_equal(config_set(&cfg, "syslog", "1", err, sizeof(err)), -1);
 	assert_string_equal(err, "setting \"syslog\" is accepted in the configuration file for compatibility but has no effect in parley");
@@ -726,6 +725,7 @@ static void test_names(void **state)
 	assert_string_equal(auth_type_name(AUTH_PLAIN), "plain");
 	assert_string_equal(auth_type_name(AUTH_MD5), "md5");
 	assert_string_equal(auth_type_name(AUTH_SCRAM), "scram-sha-256");
+	assert_string_equal(auth_type_name(AUTH_HBA), "hba");
 }
 
 static void test_missing_file(void **state)
