@@ -699,6 +699,13 @@ static void settings_mark(struct relay_client *rc, const char *name, uint64_t h)
 	settings_refresh(rc);
 }
 
+/* A tracked setting from the client's startup packet (session.c): in the cache key like a SET of it, and forgotten by
+ * the same RESET / RESET ALL / DISCARD ALL. */
+void relay_note_startup_setting(struct client *c, const char *name, const char *value)
+{
+	settings_mark(rc_of(c), name, fnv1a(0x9e3779b97f4a7c15ULL, value, strlen(value)));
+}
+
 static void settings_unmark(struct relay_client *rc, const char *name)
 {
 	for (int i = 0; i < rc->nsettings; i++)

@@ -17,6 +17,8 @@ void relay_server_input(struct server *sv);
 bool relay_server_busy(const struct server *sv);
 /* The server's session was reset (DISCARD ALL): it no longer has any prepared statement. */
 void relay_server_forget_statements(struct server *sv);
+/* A setting of track_extra_parameters the client gave in its startup packet: part of its cache keys. */
+void relay_note_startup_setting(struct client *c, const char *name, const char *value);
 
 /* Release the relay state of a connection (called when it is freed). */
 void relay_client_free(struct client *c);

@@ -543,6 +543,7 @@ bool session_startup_param(struct client *c, const char *name, const char *value
 	if (!tracked(lname) || strlen(value) >= SESS_VALUE_MAX)
 		return false;
 	vals_set(&c->sess, lname, value, true);
+	relay_note_startup_setting(c, lname, value); /* the cache key must tell it apart, as a SET of it */
 	return true;
 }
 

@@ -174,6 +174,30 @@ def test_startup_parameter_of_a_tracked_setting(txpool):
         assert "unsupported startup parameter: work_mem" in ei.value.message
 
 
+def test_startup_search_path_is_part_of_the_cache_key(parley, pg, target):
+    """Two clients whose startup search_path differ must not share cached results of the same text."""
+    if target != "parley":
+        pytest.skip("parley's cache")
+    pg.query("CREATE SCHEMA IF NOT EXISTS sess_shadow")
+    for schema, value in (("public", "from public"), ("sess_shadow", "from shadow")):
+        pg.query(f"CREATE TABLE IF NOT EXISTS {schema}.sess_cache_t (id int PRIMARY KEY, v text)")
+        pg.query(f"INSERT INTO {schema}.sess_cache_t VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET v = excluded.v",
+                 (value,))
+        pg.query(f"GRANT USAGE ON SCHEMA {schema} TO app_md5")
+        pg.query(f"GRANT SELECT ON {schema}.sess_cache_t TO app_md5")
+    p = parley(pool_mode="transaction", default_pool_size=2, extra_config="\n[cache]\nsess_cache_t = 300\n")
+    sql = "SELECT v FROM sess_cache_t WHERE id = 1"
+    with p.wire() as plain, p.wire() as shadow:
+        plain.login("app_md5")
+        shadow.login("app_md5", search_path="sess_shadow,public")
+        assert plain.data_rows(plain.query(sql)) == [["from public"]]
+        pg.query("UPDATE public.sess_cache_t SET v = 'changed behind parley' WHERE id = 1")
+        assert plain.data_rows(plain.query(sql)) == [["from public"]], "the second read should be a cache hit"
+        assert shadow.data_rows(shadow.query(sql)) == [["from shadow"]]
+        shadow.query("RESET search_path")
+        assert shadow.data_rows(shadow.query(sql)) == [["from public"]]
+
+
 @pytest.mark.parametrize("reset", ["RESET search_path", "SET search_path TO DEFAULT", "RESET ALL", "DISCARD ALL"])
 def test_reset_forms(txpool, reset):
     with connect(txpool) as a, connect(txpool) as b:
