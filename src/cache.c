@@ -397,8 +397,16 @@ void cache_get_config(struct cache_config *out)
 	*out = cache.cfg;
 }
 
+static uint64_t policy_gen = 1;
+
+uint64_t cache_policy_generation(void)
+{
+	return policy_gen;
+}
+
 void cache_policy_clear(void)
 {
+	policy_gen++;
 	struct cache_table *t, *tmp;
 
 	HASH_ITER(hh, cache.tables, t, tmp)
@@ -409,6 +417,7 @@ void cache_policy_set(const char *table, int ttl_sec)
 {
 	struct cache_table *t = table_get(table, true);
 
+	policy_gen++;
 	if (t)
 		t->ttl_sec = ttl_sec < 0 ? -1 : ttl_sec;
 }
@@ -439,6 +448,7 @@ void cache_apply_config(const struct parley_config *cfg)
 		if (shape_override_set(cfg->cache_shapes[i].key, cfg->cache_shapes[i].ttl_sec) < 0)
 			log_warning("[cache_shapes]: \"%s\" is neither a shape id nor a normalized query text; ignored",
 				    cfg->cache_shapes[i].key);
+	policy_gen++; /* the overrides are part of the policy too */
 }
 
 /* Canonical number: "#" [-] digits "e" exponent, with the value = 0.digits x 10^exponent and no leading or trailing

@@ -81,6 +81,8 @@ void cache_policy_clear(void);
 void cache_policy_set(const char *table, int ttl_sec);
 /* The TTL of a table in seconds, or -1 when the table is not listed. */
 int cache_policy_ttl(const char *table);
+/* Changes whenever the table policies or the [cache_shapes] overrides may have changed (never 0). */
+uint64_t cache_policy_generation(void);
 
 /* Room a canonical value may need beyond the raw value's length. */
 #define CACHE_CANON_EXTRA 32

@@ -12,6 +12,8 @@
 /* Messages up to this size are read whole and inspected; a larger Query/Parse/Bind streams through uninspected (its
  * batch then invalidates the whole cache when it succeeds). CopyData always streams. */
 #define INSPECT_MAX (64u * 1024 * 1024)
+/* relay_client_input makes a client's input contiguous first when it holds at most this many bytes. */
+#define CONTIG_MAX (16u * 1024)
 /* An extended-protocol batch is considered for the cache only if it arrives whole (through Sync) within this size. */
 #define LOOKAHEAD_MAX (256u * 1024)
 /* Version byte at the start of every cache key, bumped when the key layout changes. */
@@ -56,6 +58,38 @@ static void bb_u64(struct bbuf *b, uint64_t v)
 {
 	bb_u32(b, (uint32_t)(v >> 32));
 	bb_u32(b, (uint32_t)v);
+}
+
+/* A window on the first chunk of an input buffer, so message headers are read in place instead of copied out one by
+ * one (callgrind showed evbuffer_copyout_from and evbuffer_ptr_set among the data path's largest costs). Any change
+ * to the front of the buffer (a drain, a remove, a pullup) must reset it with view_reset. */
+struct view {
+	const uint8_t *p;  /* start of the buffer's first chunk */
+	size_t len;        /* bytes in it; 0 = not known */
+};
+
+static inline void view_reset(struct view *v)
+{
+	v->len = 0;
+}
+
+/* Copies n bytes at offset off of buf into out: from the view when it covers them, else from the buffer. */
+static inline void view_copy(struct evbuffer *buf, struct view *v, size_t off, uint8_t *out, size_t n)
+{
+	if (off + n > v->len) {
+		struct evbuffer_iovec iov;
+		if (evbuffer_peek(buf, -1, NULL, &iov, 1) >= 1) {
+			v->p = iov.iov_base;
+			v->len = iov.iov_len;
+		}
+	}
+	if (off + n <= v->len) {
+		memcpy(out, v->p + off, n);
+	} else {
+		struct evbuffer_ptr pos;
+		evbuffer_ptr_set(buf, &pos, off, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(buf, &pos, out, n);
+	}
 }
 
 static uint32_t get_u32(const uint8_t *p)
@@ -836,7 +870,27 @@ static void note_statement(struct client *c, struct server *sv, struct group *gr
 /* ---- the cache decision for the batch at the head of the client's input ---- */
 
 /* TTL in microseconds for a shape, or 0 when not cacheable (the reason is left on the shape). */
+static usec_t shape_ttl_decide(struct shape *sh);
+
+/* shape_ttl_decide, remembered on the shape until the policy changes (cache_apply_config bumps the generation
+ * after it has set the overrides too). */
 static usec_t shape_ttl(struct shape *sh)
+{
+	uint64_t gen = cache_policy_generation();
+	if (sh->ttl_gen != gen) {
+		const char *before = sh->last_refusal;
+		sh->ttl_usec = shape_ttl_decide(sh);
+		sh->ttl_refusal = sh->ttl_usec ? NULL : sh->last_refusal;
+		if (sh->ttl_usec)
+			sh->last_refusal = before;
+		sh->ttl_gen = gen;
+	}
+	if (!sh->ttl_usec)
+		sh->last_refusal = sh->ttl_refusal;
+	return sh->ttl_usec;
+}
+
+static usec_t shape_ttl_decide(struct shape *sh)
 {
 	int ov = shape_override_ttl(sh);
 	int ttl = -1;
@@ -1061,14 +1115,13 @@ static enum plan_rc plan_extended(struct client *c)
 	int ndeps;
 	enum plan_rc r;
 	bool synced = false;
+	struct view view = { NULL, 0 };
 
 	/* find the Sync */
 	while (off + 5 <= avail) {
 		uint8_t hdr[5];
 		uint32_t len;
-		struct evbuffer_ptr pos;
-		evbuffer_ptr_set(in, &pos, off, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(in, &pos, hdr, 5);
+		view_copy(in, &view, off, hdr, 5);
 		len = get_u32(hdr + 1);
 		if (len < 4 || len > LOOKAHEAD_MAX)
 			return PLAN_FORWARD;
@@ -1381,23 +1434,62 @@ static void disconnect_malformed(struct client *c, const char *what)
 	client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
 }
 
+/* Moves the pass-through bytes gathered so far (*pend of them, at the front of the client's input) to the server in
+ * one evbuffer_remove_buffer instead of one per message. */
+static void pend_flush(struct client *c, struct server *sv, size_t *pend)
+{
+	if (*pend) {
+		evbuffer_remove_buffer(c->s.in, sv->s.out, *pend);
+		*pend = 0;
+	}
+}
+
+/* Whether forward_message may drain a message or write bytes of its own for it (a named statement, a Query), so the
+ * bytes gathered before it must reach the server first; the others pass through unchanged. Looks only at raw bytes:
+ * a malformed message is caught by forward_message's parsing either way. */
+static bool may_rewrite(uint8_t type, const uint8_t *body, size_t blen)
+{
+	switch (type) {
+	case FE_PARSE:          /* named statement: Parse is renamed or answered by parley */
+		return blen > 0 && body[0] != '\0';
+	case FE_BIND: {         /* portal name, then statement name */
+		const uint8_t *z = blen ? memchr(body, '\0', blen) : NULL;
+		return !z || (size_t)(z - body) + 1 >= blen || z[1] != '\0';
+	}
+	case FE_DESCRIBE:
+	case FE_CLOSE:          /* 'S' + a statement name */
+		return blen < 2 || (body[0] == 'S' && body[1] != '\0');
+	case FE_EXECUTE:
+	case FE_SYNC:
+		return false;
+	default:                /* Query (may be refused in place), FunctionCall, anything else */
+		return true;
+	}
+}
+
 /* Forwards one whole message (rewriting statement names) and records the replies it will get. Returns false if the
  * client was disconnected. */
-static bool forward_message(struct client *c, struct server *sv, uint8_t type, uint32_t mlen)
+static bool forward_message(struct client *c, struct server *sv, uint8_t type, uint32_t mlen, size_t *pend)
 {
 	struct relay_client *rc = rc_of(c);
 	struct relay_server *rs = rs_of(sv);
 	struct evbuffer *in = c->s.in, *out = sv->s.out;
-	const uint8_t *msg = evbuffer_pullup(in, mlen);
-	const uint8_t *body = msg + 5;
+	const uint8_t *msg = evbuffer_pullup(in, (ssize_t)(*pend + mlen)) + *pend;
+	const uint8_t *body;
 	size_t blen = mlen - 5;
 	struct pkt_reader r;
 	struct group *grp;
 
 	if (type == FE_COPY_DATA || type == FE_COPY_DONE || type == FE_COPY_FAIL || type == FE_FLUSH) {
-		evbuffer_remove_buffer(in, out, mlen);
+		*pend += mlen;
 		return true;
 	}
+	if (may_rewrite(type, msg + 5, blen)) {
+		/* it may drain its bytes or write others: what precedes it goes first, and it is at the front */
+		pend_flush(c, sv, pend);
+		msg = evbuffer_pullup(in, mlen);
+	}
+	body = msg + 5;
 	grp = group_open(c, sv);
 	reader_init(&r, body, blen);
 	switch (type) {
@@ -1433,7 +1525,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			w->next = grp->writes;
 			grp->writes = w;
 		}
-		evbuffer_remove_buffer(in, out, mlen);
+		*pend += mlen;
 		slot_push(rs, SL_QUERY, SA_FORWARD, 0, 0);
 		group_close(c, sv, grp);
 		return true;
@@ -1454,7 +1546,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 		if (!*name) {
 			stmt_def_unref(rc->unnamed);
 			rc->unnamed = def;
-			evbuffer_remove_buffer(in, out, mlen);
+			*pend += mlen;
 			slot_push(rs, SL_PARSE, SA_FORWARD, 0, 0);
 			return true;
 		}
@@ -1518,7 +1610,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			emit_renamed(out, FE_BIND, portal, strlen(portal) + 1, def->seq, body + rest_off, blen - rest_off);
 			evbuffer_drain(in, mlen);
 		} else {
-			evbuffer_remove_buffer(in, out, mlen);
+			*pend += mlen;
 		}
 		slot_push(rs, SL_BIND, SA_FORWARD, 0, 0);
 		return true;
@@ -1547,7 +1639,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 					drain_synth(sv, c);
 				return true;
 			}
-			evbuffer_remove_buffer(in, out, mlen);
+			*pend += mlen;
 			slot_push(rs, SL_CLOSE, SA_FORWARD, 0, 0);
 			return true;
 		}
@@ -1556,7 +1648,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			emit_renamed(out, FE_DESCRIBE, &kind, 1, s->def->seq, NULL, 0);
 			evbuffer_drain(in, mlen);
 		} else {
-			evbuffer_remove_buffer(in, out, mlen);
+			*pend += mlen;
 		}
 		slot_push(rs, kind == 'S' ? SL_DESCRIBE_S : SL_DESCRIBE_P, SA_FORWARD, 0, 0);
 		return true;
@@ -1564,11 +1656,11 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 	case FE_EXECUTE:
 		if (rc->portal_shape)
 			group_set_shape(grp, rc->portal_shape);
-		evbuffer_remove_buffer(in, out, mlen);
+		*pend += mlen;
 		slot_push(rs, SL_EXECUTE, SA_FORWARD, 0, 0);
 		return true;
 	case FE_SYNC:
-		evbuffer_remove_buffer(in, out, mlen);
+		*pend += mlen;
 		slot_push(rs, SL_SYNC, SA_FORWARD, 0, 0);
 		group_close(c, sv, grp);
 		c->query_count++;
@@ -1611,59 +1703,33 @@ static void forward_large(struct client *c, struct server *sv, uint8_t type, uin
 	c->s.pkt_remain = (uint32_t)(mlen - take);
 }
 
-/* A window on the first chunk of an input buffer, so message headers are read in place instead of copied out one by
- * one (callgrind showed evbuffer_copyout_from and evbuffer_ptr_set among the data path's largest costs). Any change
- * to the front of the buffer (a drain, a remove, a pullup) must reset it with view_reset. */
-struct view {
-	const uint8_t *p;  /* start of the buffer's first chunk */
-	size_t len;        /* bytes in it; 0 = not known */
-};
-
-static inline void view_reset(struct view *v)
-{
-	v->len = 0;
-}
-
-/* Copies n bytes at offset off of buf into out: from the view when it covers them, else from the buffer. */
-static inline void view_copy(struct evbuffer *buf, struct view *v, size_t off, uint8_t *out, size_t n)
-{
-	if (off + n > v->len) {
-		struct evbuffer_iovec iov;
-		if (evbuffer_peek(buf, -1, NULL, &iov, 1) >= 1) {
-			v->p = iov.iov_base;
-			v->len = iov.iov_len;
-		}
-	}
-	if (off + n <= v->len) {
-		memcpy(out, v->p + off, n);
-	} else {
-		struct evbuffer_ptr pos;
-		evbuffer_ptr_set(buf, &pos, off, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(buf, &pos, out, n);
-	}
-}
-
 void relay_client_input(struct client *c)
 {
 	struct relay_client *rc = rc_of(c);
 	struct evbuffer *in = c->s.in;
 	struct server *sv;
 	const char *why;
+	struct view view = { NULL, 0 };
+	size_t pend = 0;	/* bytes at the front of in that pass through to sv unchanged, moved in one go */
+	/* Small inputs (the usual case) are made contiguous once, so no later pullup moves bytes under the view. */
+	bool contig = evbuffer_get_length(in) <= CONTIG_MAX && evbuffer_pullup(in, -1) != NULL;
 
 	for (;;) {
-		struct view view = { NULL, 0 };
 		uint8_t hdr[5];
 		struct pkt_header h;
 		size_t avail;
 		uint32_t mlen;
 		enum proto_rc prc;
 
-		if (c->state != CL_ACTIVE || rc->waiter)
+		if (c->state != CL_ACTIVE || rc->waiter) {
+			if (c->state == CL_ACTIVE && c->server)
+				pend_flush(c, c->server, &pend);
 			return;
+		}
 		sv = c->server;
 		if (sv && sv->internal)
 			break;
-		avail = evbuffer_get_length(in);
+		avail = evbuffer_get_length(in) - pend;
 		if (c->s.pkt_remain > 0) {
 			size_t take;
 			if (!sv)
@@ -1671,13 +1737,15 @@ void relay_client_input(struct client *c)
 			take = avail < c->s.pkt_remain ? avail : c->s.pkt_remain;
 			if (take == 0)
 				break;
+			pend_flush(c, sv, &pend);
 			evbuffer_remove_buffer(in, sv->s.out, take);
+			view_reset(&view);
 			c->s.pkt_remain -= (uint32_t)take;
 			continue;
 		}
 		if (avail < 5)
 			break;
-		view_copy(in, &view, 0, hdr, 5);
+		view_copy(in, &view, pend, hdr, 5);
 		prc = proto_read_header(hdr, 5, (uint32_t)g.cfg.max_packet_size, &h, &why);
 		if (prc == PROTO_BAD) {
 			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
@@ -1701,7 +1769,11 @@ void relay_client_input(struct client *c)
 			break;
 		/* the cache decision, once per batch, before a server is involved */
 		if (mlen <= INSPECT_MAX && !rc->planned && !(sv && sv->rs && sv->rs->gtail && !sv->rs->gtail->closed)) {
-			enum plan_rc pr = plan_batch(c, h.type, mlen);
+			enum plan_rc pr;
+			if (sv)
+				pend_flush(c, sv, &pend);
+			view_reset(&view);
+			pr = plan_batch(c, h.type, mlen);
 			if (pr == PLAN_DONE) {
 				if (sock_flush(&c->s) < 0) {
 					client_disconnect(c, NULL, "client socket write failed");
@@ -1723,19 +1795,30 @@ void relay_client_input(struct client *c)
 			sv = c->server;
 		}
 		if (mlen > INSPECT_MAX && h.type != FE_COPY_DATA) {
+			pend_flush(c, sv, &pend);
 			forward_large(c, sv, h.type, mlen);
+			view_reset(&view);
 			continue;
 		}
 		if (h.type == FE_COPY_DATA && avail < mlen) {
 			/* stream a large CopyData */
+			pend_flush(c, sv, &pend);
 			evbuffer_remove_buffer(in, sv->s.out, avail);
+			view_reset(&view);
 			c->s.pkt_remain = (uint32_t)(mlen - avail);
 			continue;
 		}
-		if (!forward_message(c, sv, h.type, mlen))
-			return;
+		{
+			size_t before = pend;
+			if (!forward_message(c, sv, h.type, mlen, &pend))
+				return;
+			if (!contig || pend != before + mlen)
+				view_reset(&view); /* bytes left the front of in, or a pullup may have moved them */
+		}
 	}
 	sv = c->server;
+	if (sv)
+		pend_flush(c, sv, &pend);
 	if (sv && evbuffer_get_length(sv->s.out) > 0) {
 		if (sock_flush(&sv->s) < 0) {
 			server_disconnect(sv, "server socket write failed");

@@ -154,15 +154,24 @@ static inline void emit(struct nstate *ns, char c)
 	emit_slow(ns, c);
 }
 
+/* ASCII lower-casing as a table lookup (bytes >= 0x80 and non-letters map to themselves). */
+static const unsigned char lower_tab[256] = {
+#define L4(b) (b), (b) + 1, (b) + 2, (b) + 3
+#define L16(b) L4(b), L4((b) + 4), L4((b) + 8), L4((b) + 12)
+	L16(0x00), L16(0x10), L16(0x20), L16(0x30),
+	0x40, L4(0x61), L4(0x65), L4(0x69), L4(0x6d), L4(0x71), L4(0x75), 0x79, 0x7a, 0x5b, 0x5c, 0x5d, 0x5e, 0x5f,
+	L16(0x60), L16(0x70), L16(0x80), L16(0x90), L16(0xa0), L16(0xb0), L16(0xc0), L16(0xd0), L16(0xe0), L16(0xf0),
+#undef L16
+#undef L4
+};
+
 /* Appends the bytes p[0..n) lower-cased (ASCII only), in one copy when they fit. */
 static void emit_lower(struct nstate *ns, const char *p, size_t n)
 {
 	if (ns->pos + n < ns->outlen) {
 		char *o = ns->out + ns->pos;
-		for (size_t k = 0; k < n; k++) {
-			char d = p[k];
-			o[k] = (d >= 'A' && d <= 'Z') ? (char)(d | 0x20) : d;
-		}
+		for (size_t k = 0; k < n; k++)
+			o[k] = (char)lower_tab[(unsigned char)p[k]];
 		ns->pos += n;
 		return;
 	}

@@ -87,6 +87,11 @@ struct shape {
 	uint64_t calls, hits, misses, slow;
 	usec_t total_time, max_time;
 	const char *last_refusal;    /* why the last call was not served from cache (static text), or NULL */
+	/* relay.c's memo of the cache policy's answer for this shape, valid while ttl_gen equals
+	 * cache_policy_generation(): saves the per-table policy lookups on every call */
+	uint64_t ttl_gen;            /* 0 = none */
+	uint64_t ttl_usec;           /* the TTL decided, 0 = not cacheable */
+	const char *ttl_refusal;     /* the refusal that went with a 0 */
 
 	int refcount;                /* owner: the shape table holds one reference while the shape is in it */
 	/* private to shape.c */
