@@ -640,6 +640,32 @@ static void client_auth_ok(struct client *c)
 	}
 }
 
+/* The hba rules in force. Startup and RELOAD load auth_hba_file (main.c); when the console's SET named another file
+ * (or SET auth_type = hba before any file was loaded), that file is loaded here at the next hba login. A file that
+ * fails keeps the rules in force (none: every login is refused) and is not tried again until the setting changes. */
+static const struct hba *hba_rules(void)
+{
+	static char *failed_path;    /* the auth_hba_file that last failed to load here */
+	const char *want = g.cfg.auth_hba_file;
+	struct hba *fresh;
+	char err[600];
+
+	if (!want || !*want || (g.hba && strcmp(g.hba->path, want) == 0) ||
+	    (failed_path && strcmp(failed_path, want) == 0))
+		return g.hba;
+	free(failed_path);
+	failed_path = NULL;
+	if (hba_load(want, &fresh, err, sizeof(err)) < 0) {
+		log_error("%s; the hba rules in force stay", err);
+		failed_path = xstrdup(want);
+		return g.hba;
+	}
+	log_info("auth_hba_file %s loaded (%zu rules)", want, fresh->count);
+	hba_free(g.hba);
+	g.hba = fresh;
+	return g.hba;
+}
+
 /* auth_type = hba: the first auth_hba_file rule matching c decides. Returns true with *at set to the auth type whose
  * path client_start_auth then runs (trust, password, md5, scram-sha-256); returns false when the login was settled
  * here: refused (no rule, reject, or a failed cert / peer check; c is closed) or accepted by cert / peer. */
@@ -647,7 +673,7 @@ static bool client_hba_decide(struct client *c, enum auth_type *at)
 {
 	struct hba_client hc = { .local = strcmp(c->addr, "unix") == 0, .tls = c->s.ssl != NULL, .addr = c->addr,
 				 .database = c->dbname, .user = c->user, .replication = false };
-	const struct hba_rule *r = hba_match(g.hba, &hc);
+	const struct hba_rule *r = hba_match(hba_rules(), &hc);
 	char msg[2 * NAME_MAX_LEN + ADDR_MAX_LEN + 128], why[300];
 	bool ok = false;
 

@@ -270,3 +270,25 @@ def test_cert_needs_a_client_certificate(parley, certs):
     # and a plain-text login matches no line at all
     _, err, _ = login(LOCALHOST, p.port, "app_md5")
     assert_no_entry(err, LOCALHOST, "app_md5", "parlant")
+
+
+def test_console_set_auth_hba_file(parley):
+    """SET auth_hba_file on the admin console switches to the named file at the next login; a file that cannot be
+    read leaves the rules in force."""
+    console_line = f"host pgbouncer postgres {LOCALHOST}/32 md5\n"
+    p = hba_parley(parley, console_line + f"host parlant all {LOCALHOST}/32 trust\n")
+    seen, err, _ = login(LOCALHOST, p.port, "app_md5", "anything")
+    assert (seen, err) == ([AUTH_OK], None)
+    other = os.path.join(p.workdir, "hba2.conf")
+    harness.write_file(other, console_line + f"host parlant all {LOCALHOST}/32 md5\n", 0o644)
+    harness.console_rows(p, f"SET auth_hba_file = '{other}'")
+    seen, err, who = login(LOCALHOST, p.port, "app_md5")
+    assert (seen, err, who) == ([AUTH_MD5, AUTH_OK], None, "app_md5")
+    missing = os.path.join(p.workdir, "nosuch.conf")
+    harness.console_rows(p, f"SET auth_hba_file = '{missing}'")
+    seen, err, _ = login(LOCALHOST, p.port, "app_md5")
+    assert (seen, err) == ([AUTH_MD5, AUTH_OK], None)
+    _, err, _ = login(LOCALHOST, p.port, "app_md5", "wrong")
+    assert err is not None and err.sqlstate == "28P01"
+    wait_log(p, f"cannot read auth_hba_file {missing}: No such file or directory; the hba rules in force stay")
+    assert p.log_text().count(f"cannot read auth_hba_file {missing}") == 1   # not retried at every login
