@@ -394,13 +394,11 @@ static void stmt_server_name(uint64_t seq, char *buf, size_t len)
 }
 
 /* Writes a Parse of def under its server-side name. */
-static void emit_parse(struct evbuffer *out, const struct stmt_def *def)
+/* A Parse of def under the statement name name. */
+static void emit_parse_as(struct evbuffer *out, const char *name, const struct stmt_def *def)
 {
-	char name[32];
-	size_t nlen, typlen = def->keylen - def->text_len - 1;
+	size_t nlen = strlen(name) + 1, typlen = def->keylen - def->text_len - 1;
 	uint8_t hdr[5];
-	stmt_server_name(def->seq, name, sizeof(name));
-	nlen = strlen(name) + 1;
 	hdr[0] = FE_PARSE;
 	{
 		uint32_t l = (uint32_t)(4 + nlen + def->text_len + 1 + typlen);
@@ -412,6 +410,14 @@ static void emit_parse(struct evbuffer *out, const struct stmt_def *def)
 	evbuffer_add(out, hdr, 5);
 	evbuffer_add(out, name, nlen);
 	evbuffer_add(out, def->key, def->text_len + 1 + typlen);
+}
+
+/* A Parse of def under its server-side name. */
+static void emit_parse(struct evbuffer *out, const struct stmt_def *def)
+{
+	char name[32];
+	stmt_server_name(def->seq, name, sizeof(name));
+	emit_parse_as(out, name, def);
 }
 
 static void emit_renamed(struct evbuffer *out, uint8_t type, const void *prefix, size_t plen, uint64_t seq,
@@ -1542,7 +1548,27 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			return false;
 		}
 		def = stmt_def_get(*name ? NULL : rc->unnamed, text, strlen(text), body + tpos, (size_t)ntypes * 4 + 2);
-		session_unsafe_parse(c, def->shape, text, strlen(text));
+		{
+			char *repl = session_unsafe_parse(c, def->shape, text, strlen(text));
+			if (repl) {
+				/* refused in transaction mode: the statement prepared is one whose execution raises the
+				 * error (same parameter types, so the client's Binds still fit) */
+				struct stmt_def *rdef = stmt_def_get(NULL, repl, strlen(repl), body + tpos,
+								     (size_t)ntypes * 4 + 2);
+				free(repl);
+				stmt_def_unref(def);
+				def = rdef;
+				if (!*name) {
+					pend_flush(c, sv, pend);
+					emit_parse_as(out, "", def);
+					evbuffer_drain(in, mlen);
+					stmt_def_unref(rc->unnamed);
+					rc->unnamed = def;
+					slot_push(rs, SL_PARSE, SA_FORWARD, 0, 0);
+					return true;
+				}
+			}
+		}
 		if (!*name) {
 			stmt_def_unref(rc->unnamed);
 			rc->unnamed = def;

@@ -719,34 +719,47 @@ static const char *unsafe_check(struct client *c, const struct shape *sh, const 
 	return what;
 }
 
-bool session_unsafe_query(struct client *c, const struct shape *sh, const char *text, size_t tlen,
-			  struct evbuffer *out)
+/* The checks shared by the simple and the extended protocol: NULL when text may run (after a warning when
+ * transaction_unsafe = warn), else the statement PostgreSQL should run in its place, heap: a DO block that raises
+ * 0A000 naming the feature, so the error takes its place among the replies and aborts an open transaction exactly as
+ * a failing statement would. how names the protocol in the warning. */
+static char *unsafe_replacement(struct client *c, const struct shape *sh, const char *text, size_t tlen,
+				const char *how)
 {
 	bool refuse;
 	const char *what = unsafe_check(c, sh, text, tlen, &refuse);
 	const char *mode;
 	char sql[1024];
+
+	if (!what)
+		return NULL;
+	mode = pool_mode_name(c->pool->mode);
+	if (!refuse) {
+		log_warning("C %s@%s %s:%d: %s%s in pool_mode=%s: it outlives the transaction on a shared server "
+			    "connection", c->user, c->dbname, c->addr, c->port, what, how, mode);
+		return NULL;
+	}
+	log_info("C %s@%s %s:%d: refused %s%s in pool_mode=%s (transaction_unsafe = error)", c->user, c->dbname,
+		 c->addr, c->port, what, how, mode);
+	snprintf(sql, sizeof(sql),
+		 "DO $parley$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = '%s is not supported "
+		 "with pool_mode=%s: the session state it creates would stay on a server connection other "
+		 "clients share', HINT = 'Use a database or user with pool_mode=session for this client, or "
+		 "set transaction_unsafe = warn or allow in parley.ini.'; END$parley$",
+		 what, mode);
+	return xstrdup(sql);
+}
+
+bool session_unsafe_query(struct client *c, const struct shape *sh, const char *text, size_t tlen,
+			  struct evbuffer *out)
+{
+	char *sql = unsafe_replacement(c, sh, text, tlen, "");
 	uint8_t hdr[5];
 	size_t n;
 
-	if (!what)
+	if (!sql)
 		return false;
-	mode = pool_mode_name(c->pool->mode);
-	if (!refuse) {
-		log_warning("C %s@%s %s:%d: %s in pool_mode=%s: it outlives the transaction on a shared server connection",
-			    c->user, c->dbname, c->addr, c->port, what, mode);
-		return false;
-	}
-	log_info("C %s@%s %s:%d: refused %s in pool_mode=%s (transaction_unsafe = error)", c->user, c->dbname, c->addr,
-		 c->port, what, mode);
-	/* PostgreSQL itself answers, so the error takes its place among the replies and aborts an open transaction
-	 * exactly as a failing statement would */
-	n = (size_t)snprintf(sql, sizeof(sql),
-			     "DO $parley$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = '%s is not supported "
-			     "with pool_mode=%s: the session state it creates would stay on a server connection other "
-			     "clients share', HINT = 'Use a database or user with pool_mode=session for this client, or "
-			     "set transaction_unsafe = warn or allow in parley.ini.'; END$parley$",
-			     what, mode);
+	n = strlen(sql);
 	hdr[0] = 'Q';
 	hdr[1] = (uint8_t)((n + 5) >> 24);
 	hdr[2] = (uint8_t)((n + 5) >> 16);
@@ -754,15 +767,11 @@ bool session_unsafe_query(struct client *c, const struct shape *sh, const char *
 	hdr[4] = (uint8_t)(n + 5);
 	evbuffer_add(out, hdr, 5);
 	evbuffer_add(out, sql, n + 1);
+	free(sql);
 	return true;
 }
 
-void session_unsafe_parse(struct client *c, const struct shape *sh, const char *text, size_t tlen)
+char *session_unsafe_parse(struct client *c, const struct shape *sh, const char *text, size_t tlen)
 {
-	bool refuse;
-	const char *what = unsafe_check(c, sh, text, tlen, &refuse);
-	if (what)
-		log_warning("C %s@%s %s:%d: %s prepared in pool_mode=%s (extended protocol: not refused): it outlives "
-			    "the transaction on a shared server connection",
-			    c->user, c->dbname, c->addr, c->port, what, pool_mode_name(c->pool->mode));
+	return unsafe_replacement(c, sh, text, tlen, " (prepared)");
 }

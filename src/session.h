@@ -41,8 +41,10 @@ void session_server_free(struct server *sv);
  * the feature instead, and returns true (the caller drops the client's message). warn: logs and returns false. */
 bool session_unsafe_query(struct client *c, const struct shape *sh, const char *text, size_t tlen,
 			  struct evbuffer *out);
-/* The same check for a Parse (extended protocol): logs a warning (the statement is not rewritten). */
-void session_unsafe_parse(struct client *c, const struct shape *sh, const char *text, size_t tlen);
+/* The same check for a Parse (extended protocol): NULL when the statement may be prepared as it is (after a warning
+ * when transaction_unsafe = warn), else the text to prepare in its place (heap): executing it raises the 0A000 error
+ * (its Parse and Bind succeed, so parameters the client binds are accepted and ignored). */
+char *session_unsafe_parse(struct client *c, const struct shape *sh, const char *text, size_t tlen);
 /* The name of the unsafe feature text uses ("LISTEN", "SQL PREPARE", ...) confirmed by the grammar, or NULL. For
  * tests and the checks above; sh (may be NULL) lets it skip texts that cannot match. */
 const char *session_unsafe_feature(const struct shape *sh, const char *text, size_t tlen);

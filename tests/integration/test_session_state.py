@@ -284,11 +284,30 @@ def test_warn_and_allow_modes_run_it(parley, target, mode):
     assert warned == (mode == "warn"), log[-2000:]
 
 
-def test_extended_protocol_is_logged_not_refused(txpool):
-    with connect(txpool, "extended") as a:
-        assert one(a, "SELECT pg_try_advisory_lock(778)") is True
-        assert one(a, "SELECT pg_advisory_unlock(778)") is True
-    assert "advisory lock (pg_advisory_lock) prepared in pool_mode=transaction" in read_text(txpool.log_path)
+@pytest.mark.parametrize("prepare", [False, True], ids=["unnamed", "named"])
+def test_extended_protocol_is_refused_with_its_parameters(txpool, pg, prepare):
+    # a driver preparing the call: Parse (unnamed, or named with prepare=True), then Bind with the parameter
+    with txpool.connect() as a:
+        for attempt in range(2):
+            with pytest.raises(psycopg.errors.FeatureNotSupported) as ei:
+                a.execute("SELECT pg_try_advisory_lock(%s)", (778 + attempt,), prepare=prepare)
+            assert "advisory lock" in ei.value.diag.message_primary
+            assert "pool_mode=transaction" in ei.value.diag.message_primary
+            assert a.execute("SELECT %s::int + 1", (41,), prepare=prepare).fetchone()[0] == 42
+    log = read_text(txpool.log_path)
+    assert "advisory lock (pg_advisory_lock) (prepared) in pool_mode=transaction (transaction_unsafe = error)" in log
+    with pg.connect(dbname="postgres") as direct:
+        assert direct.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
+
+
+def test_extended_protocol_warn_mode_runs_it(parley, target):
+    if target != "parley":
+        pytest.skip("transaction_unsafe is parley's")
+    p = parley(pool_mode="transaction", default_pool_size=1, transaction_unsafe="warn")
+    with p.connect() as a:
+        assert a.execute("SELECT pg_try_advisory_lock(%s)", (779,), prepare=True).fetchone()[0] is True
+        assert a.execute("SELECT pg_advisory_unlock(%s)", (779,), prepare=True).fetchone()[0] is True
+    assert "advisory lock (pg_advisory_lock) (prepared) in pool_mode=transaction" in read_text(p.log_path)
 
 
 def test_session_mode_is_unaffected(parley, target):
