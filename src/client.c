@@ -1,6 +1,7 @@
 /* client.c — the client connection state machine: accept, startup, authentication, and client→server forwarding. */
 #include "parley.h"
 #include "authquery.h"
+#include "peer.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
@@ -911,7 +912,8 @@ static void client_auth_message(struct client *c, const uint8_t *body, size_t le
 	client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "invalid authentication message");
 }
 
-/* Assigns a random cancel key unique among connected clients. */
+/* Assigns a random cancel key unique among connected clients. With peer_id set, the key carries it (peer.c) so a peer
+ * that receives the cancel request can forward it here. */
 static void client_assign_cancel_key(struct client *c)
 {
 	struct client *other;
@@ -921,6 +923,7 @@ static void client_assign_cancel_key(struct client *c)
 			kv[0] = (uint32_t)rand();
 			kv[1] = (uint32_t)rand();
 		}
+		peer_key_stamp(&kv[0], &kv[1], g.cfg.peer_id);
 		kv[0] &= 0x7fffffff;
 		if (kv[0] == 0)
 			kv[0] = 1;
@@ -932,12 +935,23 @@ static void client_assign_cancel_key(struct client *c)
 	HASH_ADD(hh_cancel, g.clients_by_key, cancel_hash_key, sizeof(uint64_t), c);
 }
 
+/* A CancelRequest: cancels the query of the client holding the key; a key no client here holds goes to
+ * peer_forward_cancel (forwarded to the peer named in the key, or dropped). A request a peer forwarded has its TTL
+ * bits decremented, so a key carrying our own peer_id is looked up again with them restored. */
 void client_handle_cancel(uint32_t pid, uint32_t key)
 {
 	struct client *c;
 	uint64_t k = ((uint64_t)pid << 32) | key;
 	HASH_FIND(hh_cancel, g.clients_by_key, &k, sizeof(uint64_t), c);
-	if (!c || !c->server || c->server->expect_rfq <= 0) {
+	if (!c && g.cfg.peer_id > 0 && peer_key_id(pid) == g.cfg.peer_id && peer_key_normalize(key) != key) {
+		k = ((uint64_t)pid << 32) | peer_key_normalize(key);
+		HASH_FIND(hh_cancel, g.clients_by_key, &k, sizeof(uint64_t), c);
+	}
+	if (!c) {
+		peer_forward_cancel(pid, key);
+		return;
+	}
+	if (!c->server || c->server->expect_rfq <= 0) {
 		log_debug("cancel request for an unknown or idle client ignored");
 		return;
 	}

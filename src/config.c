@@ -102,7 +102,7 @@ static const struct setting settings[] = {
 	S_STR("metrics_listen_addr", metrics_listen_addr, "127.0.0.1", NR, "address of the Prometheus metrics endpoint"),
 	S_INT("metrics_port", metrics_port, "0", NR, 0, 65535, "port of the Prometheus metrics endpoint (0 = disabled)"),
 	S_INT("min_pool_size", min_pool_size, "0", R, 0, IMAX, "keep at least this many server connections open per pool"),
-	C_INT("peer_id", "0", R, 0, 16383, "this process's id among [peers]"),
+	S_INT("peer_id", peer_id, "0", R, 0, 16383, "this process's id among [peers]; cancel keys carry it so peers forward cancel requests here (0 = no peering)"),
 	S_STR("pidfile", pidfile, NULL, NR, "write the process id to this file"),
 	S_INT("pkt_buf", pkt_buf, "4096", NR, 512, IMAX, "size of each connection's I/O buffer, in bytes"),
 	ROW("pool_mode", SET_POOL_MODE, F(pool_mode), "session", R, true, 0, 0, "when a server connection returns to the pool: session, transaction or statement"),
@@ -170,7 +170,7 @@ union value {
 	size_t sz;
 };
 
-enum section { SEC_NONE, SEC_MAIN, SEC_DATABASES, SEC_USERS, SEC_IGNORED, SEC_CACHE, SEC_CACHE_SHAPES };
+enum section { SEC_NONE, SEC_MAIN, SEC_DATABASES, SEC_USERS, SEC_CACHE, SEC_CACHE_SHAPES, SEC_PEERS };
 
 /* State shared by a file and the files it %includes (the current section carries across, as in PgBouncer). */
 struct parse_ctx {
@@ -635,10 +635,19 @@ static void user_free(struct user_def *u)
 	free(u);
 }
 
+static void peer_def_free(struct peer_def *pd)
+{
+	if (!pd)
+		return;
+	free(pd->host);
+	free(pd);
+}
+
 void config_free(struct parley_config *cfg)
 {
 	struct db_def *db, *dtmp;
 	struct user_def *u, *utmp;
+	struct peer_def *pd, *ptmp;
 	size_t i;
 
 	if (!cfg)
@@ -660,6 +669,10 @@ void config_free(struct parley_config *cfg)
 	HASH_ITER(hh, cfg->users, u, utmp) {
 		HASH_DEL(cfg->users, u);
 		user_free(u);
+	}
+	HASH_ITER(hh, cfg->peers, pd, ptmp) {
+		HASH_DEL(cfg->peers, pd);
+		peer_def_free(pd);
 	}
 	for (i = 0; i < (size_t)cfg->ncache_tables; i++)
 		free(cfg->cache_tables[i].key);
@@ -918,6 +931,68 @@ out:
 	return rc;
 }
 
+/* Parses one [peers] line: ID = host=... [port=...] [pool_size=...], ID in 1..16383 as for peer_id. A later line with
+ * the same id replaces the earlier one. */
+static int parse_peer(struct parse_ctx *ctx, const char *file, int line, const char *name, const char *spec)
+{
+	struct peer_def *pd, *old;
+	char msg[512], *copy, *p, *key, *val, *end;
+	long id;
+	int r, rc = -1;
+
+	errno = 0;
+	id = strtol(name, &end, 10);
+	if (!*name || *end || errno || id < 1 || id > 16383)
+		return fail(ctx, file, line, "[peers]: \"%s\" is not a peer id (an integer between 1 and 16383, as peer_id)", name);
+	pd = xcalloc(1, sizeof(*pd));
+	pd->id = (int)id;
+	pd->port = 6432;
+	pd->pool_size = -1;
+	p = copy = xstrdup(spec);
+	while ((r = next_pair(&p, &key, &val, msg, sizeof(msg))) != 0) {
+		if (r < 0) {
+			fail(ctx, file, line, "peer %d: %s", pd->id, msg);
+			goto out;
+		}
+		if (strcasecmp(key, "host") == 0) {
+			if (val[0] == '@') {
+				fail(ctx, file, line, "peer %d: abstract unix sockets (host=@...) are not supported; use a directory or an address",
+				     pd->id);
+				goto out;
+			}
+			set_str(&pd->host, val);
+		} else if (strcasecmp(key, "port") == 0) {
+			r = parse_int_range("port", val, 1, 65535, &pd->port, msg, sizeof(msg));
+		} else if (strcasecmp(key, "pool_size") == 0) {
+			r = parse_int_range("pool_size", val, 1, IMAX, &pd->pool_size, msg, sizeof(msg));
+		} else {
+			snprintf(msg, sizeof(msg), "unknown parameter \"%s\" (expected host, port or pool_size)", key);
+			r = -1;
+		}
+		if (r < 0) {
+			fail(ctx, file, line, "peer %d: %s", pd->id, msg);
+			goto out;
+		}
+	}
+	if (!pd->host || !*pd->host) {
+		fail(ctx, file, line, "peer %d: host is required (an address, a host name or a unix socket directory)", pd->id);
+		goto out;
+	}
+	HASH_FIND_INT(ctx->cfg->peers, &pd->id, old);
+	if (old) {
+		warn(ctx->cfg, file, line, "peer %d is defined again; this definition replaces the earlier one", pd->id);
+		HASH_DEL(ctx->cfg->peers, old);
+		peer_def_free(old);
+	}
+	HASH_ADD_INT(ctx->cfg->peers, id, pd);
+	pd = NULL;
+	rc = 0;
+out:
+	free(copy);
+	peer_def_free(pd);
+	return rc;
+}
+
 /* Reads a whole file into a NUL-terminated heap buffer; NULL with errno set on failure. */
 static char *slurp(const char *path)
 {
@@ -1014,11 +1089,11 @@ static int do_section(struct parse_ctx *ctx, const char *file, int line, char *p
 	} else if (strcasecmp(name, "cache_shapes") == 0) {
 		ctx->sect = SEC_CACHE_SHAPES;
 	} else if (strcasecmp(name, "peers") == 0) {
-		ctx->sect = SEC_IGNORED;
-		warn(ctx->cfg, file, line, "section [%s] is accepted but ignored by this version of parley", name);
+		ctx->sect = SEC_PEERS;
 	} else {
 		return fail(ctx, file, line,
-			    "unknown section [%s] (expected [parley], [pgbouncer], [databases], [users], [cache] or [cache_shapes])", name);
+			    "unknown section [%s] (expected [parley], [pgbouncer], [databases], [users], [peers], [cache] or [cache_shapes])",
+			    name);
 	}
 	snprintf(ctx->sect_name, sizeof(ctx->sect_name), "%s", name);
 	return 0;
@@ -1119,12 +1194,12 @@ static int do_key_value(struct parse_ctx *ctx, const char *file, int line, char 
 	switch (ctx->sect) {
 	case SEC_NONE:
 		return fail(ctx, file, line, "\"%s\" appears before any [section] header", key);
-	case SEC_IGNORED:
-		return 0;
 	case SEC_DATABASES:
 		return parse_entry(ctx, file, line, true, key, val);
 	case SEC_USERS:
 		return parse_entry(ctx, file, line, false, key, val);
+	case SEC_PEERS:
+		return parse_peer(ctx, file, line, key, val);
 	case SEC_CACHE:
 	case SEC_CACHE_SHAPES:
 		return parse_cache_rule(ctx, file, line, ctx->sect == SEC_CACHE_SHAPES, key, quoted, val);
@@ -1281,6 +1356,13 @@ struct user_def *config_find_user(const struct parley_config *cfg, const char *n
 
 	HASH_FIND_STR(cfg->users, name, u);
 	return u;
+}
+
+struct peer_def *config_find_peer(const struct parley_config *cfg, int id)
+{
+	struct peer_def *pd;
+	HASH_FIND_INT(cfg->peers, &id, pd);
+	return pd;
 }
 
 bool config_list_contains(const char *list, const char *name)

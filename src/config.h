@@ -40,6 +40,16 @@ struct user_def {
 	UT_hash_handle hh;         /* keyed by name; owned by parley_config.users */
 };
 
+/* One entry of [peers] (peer.c): another parley (or PgBouncer) process of this group, where cancel requests whose
+ * key carries its peer_id are forwarded. */
+struct peer_def {
+	int id;                 /* key in [peers]: 1..16383 */
+	char *host;             /* IP address or host name, or a unix socket directory if it starts with '/' */
+	int port;               /* default 6432 */
+	int pool_size;          /* most cancel forwards in flight to this peer at once; -1 = default_pool_size */
+	UT_hash_handle hh;      /* keyed by id; owned by parley_config.peers */
+};
+
 /* One line of [cache] (key: a lower-cased table name) or [cache_shapes] (key: a shape id as written, or a normalized
  * query text), in file order; a later line with the same key replaces the earlier one. */
 struct cache_rule {
@@ -145,6 +155,8 @@ struct parley_config {
 
 	struct db_def *databases;   /* uthash by name, owned */
 	struct user_def *users;     /* uthash by name, owned */
+	int peer_id;                /* 0 = no peering; 1..16383 = this process's id in [peers] (peer.c) */
+	struct peer_def *peers;     /* [peers]: uthash by id, owned (may include this process's own id) */
 
 	/* Set by config_load: "FILE:LINE: ..." lines, each ending in '\n', about settings that were accepted for
 	 * pgbouncer.ini compatibility but have no effect (unimplemented keys, ignored sections, duplicate databases).
@@ -200,6 +212,8 @@ const char *config_value_text(const struct parley_config *cfg, const struct sett
 /* The [databases] entry for name, else the "*" entry, else NULL. */
 struct db_def *config_find_db(const struct parley_config *cfg, const char *name);
 struct user_def *config_find_user(const struct parley_config *cfg, const char *name);
+/* The [peers] entry with this id, or NULL. */
+struct peer_def *config_find_peer(const struct parley_config *cfg, int id);
 
 /* true if name is in the comma/space separated list (e.g. admin_users). */
 bool config_list_contains(const char *list, const char *name);

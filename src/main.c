@@ -6,6 +6,7 @@
 #include "notify.h"
 #include "metrics.h"
 #include "stats.h"
+#include "peer.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -153,8 +154,13 @@ static int listen_tcp(const char *addr, int port)
 		if (fd < 0)
 			continue;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (g.cfg.so_reuseport)
-			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+		/* TCP only, as in PgBouncer: each process of a so_reuseport group has its own unix_socket_dir. */
+		if (g.cfg.so_reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+			log_fatal("so_reuseport: cannot set SO_REUSEPORT on the listening socket: %s", strerror(errno));
+			close(fd);
+			freeaddrinfo(res);
+			return -1;
+		}
 		if (ai->ai_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, g.cfg.listen_backlog) < 0) {
@@ -187,6 +193,18 @@ static int listen_unix(const char *dir, int port)
 		log_fatal("unix_socket_dir is too long: %s", dir);
 		return -1;
 	}
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -1;
+	/* A socket file someone still accepts on belongs to a running process (another parley of a so_reuseport group
+	 * sharing this unix_socket_dir): fail rather than unlink it from under that process. A stale file is replaced. */
+	if (connect(fd, (struct sockaddr *)&un, sizeof(un)) == 0) {
+		log_fatal("unix socket %s is in use by another process; processes sharing a port (so_reuseport) each need "
+			  "their own unix_socket_dir", un.sun_path);
+		close(fd);
+		return -1;
+	}
+	close(fd);
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	if (fd < 0)
 		return -1;
@@ -338,6 +356,7 @@ void parley_reload(void)
 	g.cfg = fresh;
 	apply_log_settings(cli_verbose);
 	log_config_warnings(&g.cfg);
+	peer_config_check(&g.cfg);
 	if (tls_configure(&g.cfg, err, sizeof(err)) < 0)
 		log_error("TLS settings not applied, the previous TLS setup stays in use: %s", err);
 	pool_reload();
@@ -556,6 +575,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_config_warnings(&g.cfg);
+	peer_config_check(&g.cfg);
 	if (tls_configure(&g.cfg, err, sizeof(err)) < 0) {
 		if (g.cfg.logfile && *g.cfg.logfile)
 			log_fatal("%s", err);
@@ -619,6 +639,7 @@ int main(int argc, char **argv)
 	event_free(g.ev_reaper);
 	g.ev_reaper = NULL;
 	pool_free_all();
+	peer_shutdown();
 	notify_shutdown();
 	cache_shutdown();
 	shape_shutdown();

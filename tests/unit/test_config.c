@@ -360,7 +360,7 @@ struct file_case {
 
 static const struct file_case syntax_cases[] = {
 	{ "listen_port = 6432\n", 1, "\"listen_port\" appears before any [section] header" },
-	{ "[parley]\n\n[bogus]\n", 3, "unknown section [bogus] (expected [parley], [pgbouncer], [databases], [users], [cache] or [cache_shapes])" },
+	{ "[parley]\n\n[bogus]\n", 3, "unknown section [bogus] (expected [parley], [pgbouncer], [databases], [users], [peers], [cache] or [cache_shapes])" },
 	{ "[parley\n", 1, "syntax error: missing \"]\" in section header" },
 	{ "[parley] extra\n", 1, "syntax error: unexpected text after section header" },
 	{ "[parley]\nlisten_port 6432\n", 2, "syntax error: expected \"name = value\"" },
@@ -613,7 +613,6 @@ static void test_warnings(void **state)
 	snprintf(expect, sizeof(expect),
 		 "%1$s:2: setting \"syslog\" is accepted for compatibility but has no effect in parley\n"
 		 "%1$s:4: setting \"client_tls_ecdhcurve\" is accepted for compatibility but has no effect in parley\n"
-		 "%1$s:5: section [peers] is accepted but ignored by this version of parley\n"
 		 "%1$s:8: database \"d\": parameter \"load_balance_hosts\" is accepted for compatibility but has no effect in parley\n"
 		 "%1$s:9: database \"d\" is defined again; this definition replaces the earlier one\n"
 		 "%1$s:11: user \"u\": parameter \"max_user_client_connections\" is accepted for compatibility but has no effect in parley\n",
