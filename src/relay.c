@@ -256,9 +256,14 @@ struct group {
 	bool closed;                    /* its Sync / Query / FunctionCall was sent */
 };
 
+/* Freed groups kept for reuse (one is opened per request): saves a calloc/free pair on every transaction. */
+#define GROUP_POOL_MAX 256
+static struct group *group_pool;
+static int group_pool_len;
+
 struct relay_server {
 	struct slot *slots;             /* ring of expected replies */
-	int shead, scount, scap;
+	int shead, scount, scap;        /* scap is 0 or a power of two (indices wrap with a mask) */
 	struct group *ghead, *gtail;    /* groups in the order they were sent; the tail may be open */
 	struct server_stmt *prepared;   /* statements prepared on this server, by seq */
 	bool cur_fill;                  /* the message being streamed goes into the head group's fill */
@@ -321,13 +326,13 @@ static void slot_push(struct relay_server *rs, enum slot_kind kind, enum slot_ac
 		int nc = rs->scap ? rs->scap * 2 : 16;
 		struct slot *ns = xmalloc(sizeof(*ns) * (size_t)nc);
 		for (int i = 0; i < rs->scount; i++)
-			ns[i] = rs->slots[(rs->shead + i) % rs->scap];
+			ns[i] = rs->slots[(rs->shead + i) & (rs->scap - 1)];
 		free(rs->slots);
 		rs->slots = ns;
 		rs->scap = nc;
 		rs->shead = 0;
 	}
-	s = &rs->slots[(rs->shead + rs->scount) % rs->scap];
+	s = &rs->slots[(rs->shead + rs->scount) & (rs->scap - 1)];
 	s->kind = (uint8_t)kind;
 	s->action = (uint8_t)action;
 	s->synth = synth;
@@ -339,7 +344,7 @@ static void slot_pop(struct relay_server *rs)
 {
 	if (!rs->scount)
 		return;
-	rs->shead = (rs->shead + 1) % rs->scap;
+	rs->shead = (rs->shead + 1) & (rs->scap - 1);
 	rs->scount--;
 }
 
@@ -464,7 +469,14 @@ static struct group *group_open(struct client *c, struct server *sv)
 	struct group *grp;
 	if (rs->gtail && !rs->gtail->closed)
 		return rs->gtail;
-	grp = xcalloc(1, sizeof(*grp));
+	if (group_pool) {
+		grp = group_pool;
+		group_pool = grp->next;
+		group_pool_len--;
+		memset(grp, 0, sizeof(*grp));
+	} else {
+		grp = xcalloc(1, sizeof(*grp));
+	}
 	grp->start = now_usec();
 	if (rc->plan_flight) {
 		grp->flight = rc->plan_flight;
@@ -512,7 +524,13 @@ static void group_free(struct group *grp)
 	session_fx_free(grp->sess_fx);
 	if (grp->shape)
 		shape_unref(grp->shape);
-	free(grp);
+	if (group_pool_len < GROUP_POOL_MAX) {
+		grp->next = group_pool;
+		group_pool = grp;
+		group_pool_len++;
+	} else {
+		free(grp);
+	}
 }
 
 /* Applies the writes of grp not yet applied (at a CommandComplete: the statement succeeded). */
@@ -1970,9 +1988,10 @@ void relay_server_input(struct server *sv)
 	bool release = false;
 	const char *why;
 	struct view view = { NULL, 0 };
+	size_t inlen = evbuffer_get_length(in);	/* refreshed wherever the loop takes bytes out of in */
 
 	for (;;) {
-		size_t avail = evbuffer_get_length(in) - batch;
+		size_t avail = inlen - batch;
 		uint8_t hdr[6];
 		struct pkt_header h;
 		struct group *grp = rs->ghead;
@@ -2104,14 +2123,17 @@ void relay_server_input(struct server *sv)
 					evbuffer_drain(in, mlen);
 					pop_and_synth(sv, c, &batch);
 					view_reset(&view);
+					inlen = evbuffer_get_length(in);
 					continue;
 				}
 				if (rs->cur_fill && grp && grp->flight)
 					fill_copy(grp, in, batch, mlen);
 				rs->cur_fill = false;
 				batch += mlen;
-				if (pop_and_synth(sv, c, &batch))
+				if (pop_and_synth(sv, c, &batch)) {
 					view_reset(&view);
+					inlen = evbuffer_get_length(in);
+				}
 				continue;
 			}
 			break;
