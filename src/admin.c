@@ -767,7 +767,7 @@ static void show_lists(struct client *c)
 		long long v;
 	} rows[] = {
 		{ "databases", (long long)HASH_COUNT(g.cfg.databases) }, { "users", users },
-		{ "peers", 0 }, { "pools", (long long)HASH_COUNT(g.pools) }, { "peer_pools", 0 },
+		{ "peers", (long long)HASH_COUNT(g.cfg.peers) }, { "pools", (long long)HASH_COUNT(g.pools) }, { "peer_pools", 0 },
 		{ "free_clients", 0 }, { "used_clients", g.client_count }, { "login_clients", login },
 		{ "free_servers", 0 }, { "used_servers", g.server_count }, { "dns_names", 0 }, { "dns_zones", 0 },
 		{ "dns_queries", 0 }, { "dns_pending", 0 },

@@ -124,10 +124,15 @@ def outcome(w, timeout):
 
 def show_clients(p):
     """SHOW CLIENTS rows of process p's own admin console (over its unix socket)."""
+    return show(p, "SHOW CLIENTS")
+
+
+def show(p, command):
+    """The rows of a SHOW command on process p's own admin console (over its unix socket), as dicts."""
     w = UnixWire(p)
     try:
         w.login("postgres", database="pgbouncer")
-        msgs = w.query("SHOW CLIENTS")
+        msgs = w.query(command)
         assert not Wire.errors(msgs), msgs
         cols = []
         for t, payload in msgs:
@@ -149,6 +154,8 @@ def app_clients(p):
 def test_each_process_puts_its_peer_id_in_cancel_keys_and_peers_forward_misrouted_cancels(parley, pg):
     procs = start_group(parley, 3)
     marker = "peers-forward"
+    # SHOW LISTS counts the [peers] entries (this process's own included, as written in the file)
+    assert {r["list"]: r["items"] for r in show(procs[0], "SHOW LISTS")}["peers"] == "3"
     for i, owner in enumerate(procs):
         other = procs[(i + 1) % 3]
         w, (pid, key) = login(owner)
