@@ -22,7 +22,7 @@ static void PRINTF_LIKE(3, 4) set_err(char *err, size_t errlen, const char *fmt,
 
 /* ---- auth_file ---- */
 
-static void auth_user_destroy(struct auth_user *u)
+void auth_user_destroy(struct auth_user *u)
 {
 	OPENSSL_cleanse(u->scram_client_key, sizeof(u->scram_client_key));
 	if (u->secret) {

@@ -24,6 +24,8 @@ enum secret_kind { SECRET_PLAIN, SECRET_MD5, SECRET_SCRAM };
  * on error returns -1 with "FILE:LINE: message" in err. */
 int auth_file_load(const char *path, struct auth_user **users, char *err, size_t errlen) MUST_CHECK;
 void auth_users_free(struct auth_user **users);
+/* Frees one entry (not in a table any more), wiping its secret and SCRAM key first. */
+void auth_user_destroy(struct auth_user *u);
 struct auth_user *auth_user_find(struct auth_user *users, const char *name);
 /* Remembers the ClientKey a client revealed while authenticating as name against secret (a SCRAM secret). Ignored
  * when the user is gone or its secret changed meanwhile (auth_file reload). Returns true if the user had no key

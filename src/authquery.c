@@ -67,17 +67,6 @@ static void cred_key(char *key, size_t len, const char *dbname, const char *user
 	snprintf(key, len, "%s\x01%s", dbname, user);
 }
 
-static void cred_free(struct auth_user *u)
-{
-	OPENSSL_cleanse(u->scram_client_key, sizeof(u->scram_client_key));
-	if (u->secret) {
-		OPENSSL_cleanse(u->secret, strlen(u->secret));
-		free(u->secret);
-	}
-	free(u->name);
-	free(u);
-}
-
 /* Records what a lookup found: secret NULL removes the credential (the user is gone, has no password or expired). */
 static void cred_set(const char *dbname, const char *user, const char *secret)
 {
@@ -89,7 +78,7 @@ static void cred_set(const char *dbname, const char *user, const char *secret)
 	if (!secret) {
 		if (u) {
 			HASH_DEL(creds, u);
-			cred_free(u);
+			auth_user_destroy(u);
 		}
 		return;
 	}
@@ -548,7 +537,7 @@ void authquery_shutdown(void)
 	}
 	HASH_ITER(hh, creds, u, tmp) {
 		HASH_DEL(creds, u);
-		cred_free(u);
+		auth_user_destroy(u);
 	}
 	if (ev_kick) {
 		event_free(ev_kick);

@@ -42,6 +42,9 @@ static inline usec_t wall_usec(void)
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t m);
 void *xrealloc(void *p, size_t n);
+/* Reads a whole file into a NUL-terminated heap buffer (its length in *len when len is not NULL). NULL with errno set
+ * on failure: EFBIG when the file holds more than max bytes (0 = no limit). */
+char *read_whole_file(const char *path, size_t max, size_t *len);
 char *xstrdup(const char *s);
 
 /* Copy src into dst of size n, always NUL-terminated; returns false if truncated. */

@@ -993,38 +993,6 @@ out:
 	return rc;
 }
 
-/* Reads a whole file into a NUL-terminated heap buffer; NULL with errno set on failure. */
-static char *slurp(const char *path)
-{
-	FILE *fp = fopen(path, "r");
-	char *buf = NULL;
-	size_t len = 0, cap = 0, n;
-	int saved;
-
-	if (!fp)
-		return NULL;
-	for (;;) {
-		if (cap - len < 4096) {
-			cap = cap ? cap * 2 : 8192;
-			buf = xrealloc(buf, cap);
-		}
-		n = fread(buf + len, 1, cap - len - 1, fp);
-		len += n;
-		if (n == 0)
-			break;
-	}
-	if (ferror(fp)) {
-		saved = errno ? errno : EIO;
-		free(buf);
-		fclose(fp);
-		errno = saved;
-		return NULL;
-	}
-	fclose(fp);
-	buf[len] = '\0';
-	return buf;
-}
-
 static int parse_file(struct parse_ctx *ctx, const char *path, int depth);
 
 /* Handles "%include FILE" (FILE relative to the including file's directory). */
@@ -1219,7 +1187,7 @@ static int do_key_value(struct parse_ctx *ctx, const char *file, int line, char 
 /* Parses one file (path is absolute). Returns 0, -1 with ctx->err set, or -2 with errno if it cannot be read. */
 static int parse_file(struct parse_ctx *ctx, const char *path, int depth)
 {
-	char *buf = slurp(path), *p, *next, *directive;
+	char *buf = read_whole_file(path, 0, NULL), *p, *next, *directive;
 	int line = 0, rc = 0;
 	size_t n;
 

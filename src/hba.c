@@ -188,45 +188,6 @@ fail_field:
 
 /* ---- reading files ---- */
 
-/* Reads a whole file (at most HBA_FILE_MAX bytes) into a NUL-terminated heap buffer. Returns NULL with errno set. */
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *fp = fopen(path, "rb");
-	char *buf = NULL;
-	size_t n = 0, cap = 0;
-
-	if (!fp)
-		return NULL;
-	for (;;) {
-		size_t got;
-		if (cap - n < 4096) {
-			cap = cap ? cap * 2 : 8192;
-			buf = xrealloc(buf, cap + 1);
-		}
-		got = fread(buf + n, 1, cap - n, fp);
-		n += got;
-		if (n > HBA_FILE_MAX) {
-			free(buf);
-			fclose(fp);
-			errno = EFBIG;
-			return NULL;
-		}
-		if (got == 0)
-			break;
-	}
-	if (ferror(fp)) {
-		int e = errno ? errno : EIO;
-		free(buf);
-		fclose(fp);
-		errno = e;
-		return NULL;
-	}
-	fclose(fp);
-	buf[n] = '\0';
-	*len = n;
-	return buf;
-}
-
 /* ---- fields ---- */
 
 static void names_add(struct hba_names *nm, const char *s)
@@ -264,7 +225,7 @@ static int include_names(struct hba_parser *ps, struct hba_names *nm, const char
 		perr(ps, "@%s: path too long", ref);
 		return -1;
 	}
-	text = read_file(path, &len);
+	text = read_whole_file(path, HBA_FILE_MAX, &len);
 	if (!text) {
 		perr(ps, "cannot read @file %s: %s", path, strerror(errno));
 		return -1;
@@ -619,7 +580,7 @@ int hba_load(const char *path, struct hba **out, char *err, size_t errlen)
 		snprintf(err, errlen, "auth_type = hba needs auth_hba_file");
 		return -1;
 	}
-	text = read_file(path, &len);
+	text = read_whole_file(path, HBA_FILE_MAX, &len);
 	if (!text) {
 		snprintf(err, errlen, "cannot read auth_hba_file %s: %s", path, strerror(errno));
 		return -1;

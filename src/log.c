@@ -85,6 +85,45 @@ void *xrealloc(void *p, size_t n)
 	return q;
 }
 
+char *read_whole_file(const char *path, size_t max, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+
+	if (!fp)
+		return NULL;
+	for (;;) {
+		size_t got;
+		if (cap - n < 4096) {
+			cap = cap ? cap * 2 : 8192;
+			buf = xrealloc(buf, cap + 1);
+		}
+		got = fread(buf + n, 1, cap - n, fp);
+		n += got;
+		if (max && n > max) {
+			free(buf);
+			fclose(fp);
+			errno = EFBIG;
+			return NULL;
+		}
+		if (got == 0)
+			break;
+	}
+	if (ferror(fp)) {
+		int e = errno ? errno : EIO;
+		free(buf);
+		fclose(fp);
+		errno = e;
+		return NULL;
+	}
+	fclose(fp);
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	return buf;
+}
+
 char *xstrdup(const char *s)
 {
 	size_t n = strlen(s) + 1;

@@ -6,6 +6,7 @@
 #include "auth.h"
 #include "hba.h"
 #include "list.h"
+#include "netaddr.h"
 #include "log.h"
 #include "proto.h"
 #include "relay.h"

@@ -70,40 +70,6 @@ static struct peer_state *peer_state_get(int id)
 	return ps;
 }
 
-/* Fills the peer's address: a unix socket "host/.s.PGSQL.port" when host is a directory, else host resolved. */
-static int peer_address(const struct peer_def *pd, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (pd->host[0] == '/') {
-		struct sockaddr_un *un = (struct sockaddr_un *)ss;
-		un->sun_family = AF_UNIX;
-		if ((size_t)snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", pd->host, pd->port) >=
-		    sizeof(un->sun_path)) {
-			snprintf(err, errlen, "unix socket path too long for directory \"%s\"", pd->host);
-			return -1;
-		}
-		*len = sizeof(*un);
-		return 0;
-	} else {
-		struct addrinfo hints, *res = NULL;
-		char port[16];
-		int rc;
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_socktype = SOCK_STREAM;
-		snprintf(port, sizeof(port), "%d", pd->port);
-		rc = getaddrinfo(pd->host, port, &hints, &res);
-		if (rc != 0 || !res) {
-			snprintf(err, errlen, "cannot resolve host \"%s\": %s", pd->host, gai_strerror(rc));
-			return -1;
-		}
-		memcpy(ss, res->ai_addr, res->ai_addrlen);
-		*len = res->ai_addrlen;
-		freeaddrinfo(res);
-		return 0;
-	}
-}
-
 static void peer_dispatch(struct peer_state *ps);
 
 static void peer_conn_free(struct peer_conn *pc)
@@ -148,7 +114,7 @@ static bool peer_conn_start(struct peer_state *ps, const struct peer_def *pd, ui
 	char err[300];
 	int fd;
 
-	if (peer_address(pd, &ss, &sslen, err, sizeof(err)) < 0) {
+	if (pg_address(pd->host, pd->port, &ss, &sslen, err, sizeof(err)) < 0) {
 		log_warning("cannot forward cancel request to peer %d: %s", ps->id, err);
 		return false;
 	}

@@ -34,41 +34,6 @@ static void send_pkt(struct sock *s, struct pkt_builder *b)
 	pkt_reset(b);
 }
 
-/* Fills a sockaddr for the pool's server: a unix socket when host is NULL or a path, else TCP. */
-static int server_address(const struct pool *p, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen)
-{
-	const char *host = p->host;
-	memset(ss, 0, sizeof(*ss));
-	if (!host || host[0] == '/') {
-		struct sockaddr_un *un = (struct sockaddr_un *)ss;
-		un->sun_family = AF_UNIX;
-		if ((size_t)snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", host ? host : "/var/run/postgresql",
-				     p->port) >= sizeof(un->sun_path)) {
-			snprintf(err, errlen, "unix socket path too long");
-			return -1;
-		}
-		*len = sizeof(*un);
-		return 0;
-	} else {
-		struct addrinfo hints, *res = NULL;
-		char port[16];
-		int rc;
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_socktype = SOCK_STREAM;
-		snprintf(port, sizeof(port), "%d", p->port);
-		rc = getaddrinfo(host, port, &hints, &res);
-		if (rc != 0 || !res) {
-			snprintf(err, errlen, "cannot resolve host \"%s\": %s", host, gai_strerror(rc));
-			return -1;
-		}
-		memcpy(ss, res->ai_addr, res->ai_addrlen);
-		*len = res->ai_addrlen;
-		freeaddrinfo(res);
-		return 0;
-	}
-}
-
 struct server *server_launch(struct pool *p)
 {
 	struct sockaddr_storage ss;
@@ -78,7 +43,7 @@ struct server *server_launch(struct pool *p)
 	int fd, one = 1;
 	struct timeval tv;
 
-	if (server_address(p, &ss, &sslen, err, sizeof(err)) < 0) {
+	if (pg_address(p->host, p->port, &ss, &sslen, err, sizeof(err)) < 0) {
 		p->last_login_fail = now_usec();
 		strlcpy_ok(p->last_login_error, err, sizeof(p->last_login_error));
 		log_warning("%s/%s: %s", p->dbname, p->user, err);
@@ -829,7 +794,7 @@ void server_send_cancel(struct server *sv)
 	struct timeval tv = { 5, 0 };
 	int fd;
 
-	if (server_address(sv->pool, &ss, &sslen, err, sizeof(err)) < 0)
+	if (pg_address(sv->pool->host, sv->pool->port, &ss, &sslen, err, sizeof(err)) < 0)
 		return;
 	fd = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (fd < 0)
