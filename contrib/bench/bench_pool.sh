@@ -5,7 +5,11 @@
 # (select-only and TPC-B, -M simple and -M extended) with 32 and 500 clients against each and prints the tps
 # table with the ratio parley/pgbouncer. Nothing here fails on a timing: it reports.
 #
-# Environment: BENCH_SECONDS (default 10), BENCH_CLIENTS (default "32 500"), BENCH_POOL_SIZE (default 20),
+# Each configuration runs BENCH_ROUNDS times with the poolers alternating which goes first; the table shows the
+# median tps of each and, per round, the range of parley/pgbouncer ratios (a single run on a shared 2-core machine
+# varies by 10 % or more from one minute to the next).
+#
+# Environment: BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3), BENCH_CLIENTS (default "32 500"), BENCH_POOL_SIZE (default 20),
 #              BENCH_SCALE (default 10), PARLEY_BIN (default ./parley), BENCH_MODES (default "simple extended"),
 #              BENCH_SCRIPTS (default "select-only tpcb-like").
 set -euo pipefail
@@ -13,6 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 PARLEY_BIN=${PARLEY_BIN:-$here/parley}
 SECS=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
 CLIENTS=${BENCH_CLIENTS:-"32 500"}
 POOL=${BENCH_POOL_SIZE:-20}
 SCALE=${BENCH_SCALE:-10}
@@ -106,20 +111,36 @@ run() { # target port clients mode script -> tps
 	echo "$out" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | tail -1
 }
 
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '%-12s %-9s %7s %12s %12s %12s %10s\n' script mode clients direct pgbouncer parley parley/pgb
+printf '%-12s %-9s %7s %12s %12s %12s %10s %15s\n' script mode clients direct pgbouncer parley parley/pgb "rounds min-max"
 for script in $SCRIPTS; do
 	for mode in $MODES; do
 		for c in $CLIENTS; do
-			d=$(run direct "$PGPORT" "$c" "$mode" "$script")
-			b=$(run pgbouncer "$BOUNCER_PORT" "$c" "$mode" "$script")
-			p=$(run parley "$PARLEY_PORT" "$c" "$mode" "$script")
+			ds=() bs=() ps=() rs=()
+			for r in $(seq "$ROUNDS"); do
+				# the two poolers take turns going first, so drift (checkpoints, autovacuum, other load) does
+				# not always favour the same one; each round's ratio compares two neighbouring runs
+				ds+=("$(run direct "$PGPORT" "$c" "$mode" "$script")")
+				if [ $((r % 2)) = 1 ]; then
+					b=$(run pgbouncer "$BOUNCER_PORT" "$c" "$mode" "$script")
+					p=$(run parley "$PARLEY_PORT" "$c" "$mode" "$script")
+				else
+					p=$(run parley "$PARLEY_PORT" "$c" "$mode" "$script")
+					b=$(run pgbouncer "$BOUNCER_PORT" "$c" "$mode" "$script")
+				fi
+				bs+=("$b") ps+=("$p")
+				rs+=("$(awk -v p="$p" -v b="$b" 'BEGIN { if (b > 0) printf "%.3f", p / b; else print 0 }')")
+			done
+			d=$(median "${ds[@]}") b=$(median "${bs[@]}") p=$(median "${ps[@]}")
 			ratio=$(awk -v p="$p" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", p / b; else print "n/a" }')
-			printf '%-12s %-9s %7s %12.0f %12.0f %12.0f %10s\n' "$script" "$mode" "$c" "$d" "$b" "$p" "$ratio"
+			spread=$(printf '%s\n' "${rs[@]}" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }')
+			printf '%-12s %-9s %7s %12.0f %12.0f %12.0f %10s %15s\n' "$script" "$mode" "$c" "$d" "$b" "$p" "$ratio" "$spread"
 		done
 	done
 done
-echo "# pool size $POOL, transaction mode, $SECS s per run, pgbench -j $THREADS, scale $SCALE, $(nproc) cores" >&2
+echo "# pool size $POOL, transaction mode, $SECS s per run, median of $ROUNDS rounds, pgbench -j $THREADS, scale $SCALE, $(nproc) cores" >&2
 # pgbench, PostgreSQL and the poolers share the machine's cores: other load skews the numbers, so say how much
 # there was (on a quiet machine the 1-minute load stays near the number of pgbench threads plus one or two).
 echo "# load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
