@@ -206,13 +206,12 @@ static void begin_token(struct nstate *ns, enum tokc cls)
 	ns->ws = false;
 }
 
-static inline bool is_space(unsigned char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-/* Character classes: bit 1 = may start an identifier, bit 2 = may continue one. */
+/* Character classes: bit 1 = may start an identifier, bit 2 = may continue one, bit 4 = blank, bit 8 = may be part
+ * of an operator. */
 static const unsigned char char_class[256] = {
+	[' '] = 4, ['\t'] = 4, ['\n'] = 4, ['\r'] = 4, ['\f'] = 4, ['\v'] = 4,
+	['+'] = 8, ['-'] = 8, ['*'] = 8, ['/'] = 8, ['<'] = 8, ['>'] = 8, ['='] = 8, ['~'] = 8, ['!'] = 8, ['@'] = 8,
+	['#'] = 8, ['%'] = 8, ['^'] = 8, ['&'] = 8, ['|'] = 8, ['`'] = 8, ['?'] = 8,
 	['$'] = 2,
 	['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2, ['5'] = 2, ['6'] = 2, ['7'] = 2, ['8'] = 2, ['9'] = 2,
 	['_'] = 3,
@@ -224,6 +223,11 @@ static const unsigned char char_class[256] = {
 	['u'] = 3, ['v'] = 3, ['w'] = 3, ['x'] = 3, ['y'] = 3, ['z'] = 3,
 	[0x80 ... 0xff] = 3,
 };
+
+static inline bool is_space(unsigned char c)
+{
+	return char_class[c] & 4;
+}
 
 static inline bool is_ident_start(unsigned char c)
 {
@@ -242,7 +246,7 @@ static inline bool is_digit(unsigned char c)
 
 static inline bool is_op_char(unsigned char c)
 {
-	return strchr("+-*/<>=~!@#%^&|`?", c) != NULL && c != '\0';
+	return char_class[c] & 8;
 }
 
 /* Builds one literal's value: a slice of the text while no rewriting was needed, else a copy in lits->buf. Also
@@ -455,6 +459,18 @@ static size_t op_len(const char *sql, size_t len, size_t i)
 	return j > i ? j - i : 1;
 }
 
+/* Whether the letter at sql[i] starts a prefixed string or quoted identifier (E'', N'', B'', X'', U&'', U&"")
+ * rather than a word. */
+static inline bool string_prefix(const char *sql, size_t len, size_t i)
+{
+	unsigned char l = (unsigned char)(sql[i] | 0x20);
+	if (i + 1 >= len)
+		return false;
+	if (l == 'e' || l == 'n' || l == 'b' || l == 'x')
+		return sql[i + 1] == '\'';
+	return l == 'u' && i + 2 < len && sql[i + 1] == '&' && (sql[i + 2] == '\'' || sql[i + 2] == '"');
+}
+
 /* The normalizer proper; *needed receives the full length of the normalized text (without the NUL). */
 static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t outlen, struct shape_lits *lits,
 			       size_t *needed)
@@ -478,6 +494,14 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 		if (is_space(c)) {
 			ns.ws = true;
 			i++;
+		} else if (is_ident_start(c) && !string_prefix(sql, len, i)) {
+			/* the common case first: a keyword or an unquoted identifier */
+			size_t j = i + 1;
+			while (j < len && is_ident_cont((unsigned char)sql[j]))
+				j++;
+			begin_token(&ns, TK_WORD);
+			emit_lower(&ns, sql + i, j - i);
+			i = j;
 		} else if (c == '-' && i + 1 < len && sql[i + 1] == '-') {
 			while (i < len && sql[i] != '\n' && sql[i] != '\r')
 				i++;
