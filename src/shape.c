@@ -624,13 +624,6 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 				emit(&ns, '$');
 				i++;
 			}
-		} else if (is_ident_start(c)) {
-			size_t j = i + 1;
-			while (j < len && is_ident_cont((unsigned char)sql[j]))
-				j++;
-			begin_token(&ns, TK_WORD);
-			emit_lower(&ns, sql + i, j - i);
-			i = j;
 		} else if (c == ':' && i + 1 < len && sql[i + 1] == ':') {
 			begin_token(&ns, TK_CAST);
 			emit(&ns, ':');
