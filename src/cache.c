@@ -117,17 +117,6 @@ static struct {
 
 /* ---- hashing ---- */
 
-/* The splitmix64 finalizer: a bijection with full avalanche. */
-static inline uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ULL;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebULL;
-	x ^= x >> 31;
-	return x;
-}
-
 /* A 64-bit hash of arbitrary bytes, 8 bytes per step. */
 static uint64_t hash64(const void *data, size_t len)
 {

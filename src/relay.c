@@ -734,16 +734,6 @@ static void client_forget_statements(struct relay_client *rc)
 	}
 }
 
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ULL;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebULL;
-	x ^= x >> 31;
-	return x;
-}
-
 /* The fingerprint is order-independent over (setting, statement) pairs, so setting the same value again, or the
  * same settings in another order, gives the same key. */
 static void settings_refresh(struct relay_client *rc)

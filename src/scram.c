@@ -590,34 +590,44 @@ static bool escape_saslname(const char *s, char *out, size_t outlen)
 	return true;
 }
 
-int scram_client_first(struct scram_state *st, const char *password, char *out, size_t outlen)
+/* Writes the client-first-message (a new nonce, the user name) into out and keeps its bare part in st; its length,
+ * or -1. */
+static int client_first_message(struct scram_state *st, char *out, size_t outlen)
 {
 	char user[256];
+	int n;
+
+	if (make_nonce(st->client_nonce, sizeof(st->client_nonce)) < 0 || !valid_nonce(st->client_nonce))
+		return -1;
+	if (!escape_saslname(test_username ? test_username : "", user, sizeof(user)))
+		return -1;
+	n = snprintf(out, outlen, "n,,n=%s,r=%s", user, st->client_nonce);
+	if (n < 0 || (size_t)n >= outlen)
+		return -1;
+	st->client_first_bare = xstrdup(out + 3);
+	return n;
+}
+
+int scram_client_first(struct scram_state *st, const char *password, char *out, size_t outlen)
+{
 	int n;
 
 	scram_state_clear(st);
 	if (!password)
 		return -1;
-	if (make_nonce(st->client_nonce, sizeof(st->client_nonce)) < 0 || !valid_nonce(st->client_nonce))
-		goto fail;
-	if (!escape_saslname(test_username ? test_username : "", user, sizeof(user)))
-		goto fail;
-	n = snprintf(out, outlen, "n,,n=%s,r=%s", user, st->client_nonce);
-	if (n < 0 || (size_t)n >= outlen)
-		goto fail;
-	st->client_first_bare = xstrdup(out + 3);
+	n = client_first_message(st, out, outlen);
+	if (n < 0) {
+		scram_state_clear(st);
+		return -1;
+	}
 	st->password = xstrdup(password);
 	return n;
-fail:
-	scram_state_clear(st);
-	return -1;
 }
 
 int scram_client_first_with_key(struct scram_state *st, const char *secret, const uint8_t client_key[SCRAM_KEY_LEN],
 				char *out, size_t outlen)
 {
 	uint8_t stored[SCRAM_KEY_LEN];
-	char user[256];
 	int n;
 
 	scram_state_clear(st);
@@ -632,14 +642,9 @@ int scram_client_first_with_key(struct scram_state *st, const char *secret, cons
 	memcpy(st->client_key, client_key, SCRAM_KEY_LEN);
 	st->have_client_key = true;
 	st->keys_preset = true;
-	if (make_nonce(st->client_nonce, sizeof(st->client_nonce)) < 0 || !valid_nonce(st->client_nonce))
+	n = client_first_message(st, out, outlen);
+	if (n < 0)
 		goto fail;
-	if (!escape_saslname(test_username ? test_username : "", user, sizeof(user)))
-		goto fail;
-	n = snprintf(out, outlen, "n,,n=%s,r=%s", user, st->client_nonce);
-	if (n < 0 || (size_t)n >= outlen)
-		goto fail;
-	st->client_first_bare = xstrdup(out + 3);
 	OPENSSL_cleanse(stored, sizeof(stored));
 	return n;
 fail:

@@ -743,17 +743,6 @@ static void jskip_ws(struct jparser *jp)
 		jp->p++;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static void put_utf8(char **o, unsigned cp)
 {
 	char *d = *o;

@@ -17,7 +17,7 @@ import signal
 import pytest
 
 import harness
-from harness import PgServer, Pooler, Target
+from harness import Pooler, Target
 
 
 def pytest_report_header(config):
@@ -73,18 +73,8 @@ def tmp_base():
 
 @pytest.fixture(scope="session")
 def pg(tmp_base):
-    basedir = harness.make_owned_dir(tmp_base, "pg-")
-    server = PgServer(basedir)
-    try:
-        server.init()
-        server.start()
-        server.setup_roles_and_db(harness.SRCDIR)
-    except BaseException:
-        print(harness.read_text(server.logfile)[-8000:])
-        server.stop()
-        raise
-    yield server
-    server.stop()
+    with harness.running_pg(tmp_base, "pg-") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ Environment:
 """
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -381,6 +382,28 @@ log_connections = on
 
 # ---------------------------------------------------------------------------------------------------------------
 # The pooler under test
+
+
+@contextlib.contextmanager
+def running_pg(tmp_base, prefix, prepare=None):
+    """A PostgreSQL of its own in a new directory under tmp_base: initialized, prepare(server) applied (to change
+    its files before it starts), started and given the Parlant roles and database; stopped by pid on exit. If it
+    fails to come up, the tail of its log is printed."""
+    server = PgServer(make_owned_dir(tmp_base, prefix))
+    try:
+        server.init()
+        if prepare:
+            prepare(server)
+        server.start()
+        server.setup_roles_and_db(SRCDIR)
+    except BaseException:
+        print(read_text(server.logfile)[-8000:])
+        server.stop()
+        raise
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class Target:
@@ -815,6 +838,19 @@ class Wire:
                 return msgs
 
     @staticmethod
+    def row_dicts(msgs):
+        """The DataRows among msgs as dicts keyed by the column names of their RowDescription."""
+        cols = []
+        for mtype, payload in msgs:
+            if mtype == b"T":
+                off = 2
+                for _ in range(struct.unpack("!H", payload[:2])[0]):
+                    end = payload.index(b"\0", off)
+                    cols.append(payload[off:end].decode())
+                    off = end + 1 + 18  # table oid, attnum, type oid, typlen, typmod, format
+        return [dict(zip(cols, r)) for r in Wire.data_rows(msgs)]
+
+    @staticmethod
     def data_rows(msgs):
         """Text values of the DataRow messages among msgs, as lists of str/None."""
         rows = []
@@ -842,15 +878,7 @@ def console_rows(pooler, sql, user="postgres"):
         msgs = w.query(sql)
         errs = Wire.errors(msgs)
         assert not errs, errs
-        cols = []
-        for t, payload in msgs:
-            if t == b"T":
-                off = 2
-                for _ in range(struct.unpack("!H", payload[:2])[0]):
-                    end = payload.index(b"\0", off)
-                    cols.append(payload[off:end].decode())
-                    off = end + 1 + 18  # table oid, attnum, type oid, typlen, typmod, format
-        return [dict(zip(cols, r)) for r in Wire.data_rows(msgs)]
+        return Wire.row_dicts(msgs)
 
 
 class ScramClient:

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 import harness
-from harness import PgServer, Wire, WireError, console_rows, free_port, message, wait_until
+from harness import Wire, WireError, console_rows, free_port, message, wait_until
 
 USER = "app_md5"
 
@@ -43,17 +43,8 @@ def faultdb_line(server, name="faultdb"):
 @pytest.fixture(scope="module")
 def own_pg(tmp_base):
     """A PostgreSQL of this module's own, which the tests stop and start (the session's `pg` stays untouched)."""
-    server = PgServer(harness.make_owned_dir(tmp_base, "pg-faults-"))
-    try:
-        server.init()
-        server.start()
-        server.setup_roles_and_db(harness.SRCDIR)
-    except BaseException:
-        print(harness.read_text(server.logfile)[-8000:])
-        server.stop()
-        raise
-    yield server
-    server.stop()
+    with harness.running_pg(tmp_base, "pg-faults-") as server:
+        yield server
 
 
 def ensure_started(server):

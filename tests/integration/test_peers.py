@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 import harness
-from harness import CANCEL_REQUEST_CODE, Wire, WireError
+from harness import CANCEL_REQUEST_CODE, Wire
 
 USER = "app_md5"
 
@@ -134,15 +134,7 @@ def show(p, command):
         w.login("postgres", database="pgbouncer")
         msgs = w.query(command)
         assert not Wire.errors(msgs), msgs
-        cols = []
-        for t, payload in msgs:
-            if t == b"T":
-                off = 2
-                for _ in range(struct.unpack("!H", payload[:2])[0]):
-                    end = payload.index(b"\0", off)
-                    cols.append(payload[off:end].decode())
-                    off = end + 1 + 18
-        return [dict(zip(cols, r)) for r in Wire.data_rows(msgs)]
+        return Wire.row_dicts(msgs)
     finally:
         w.close()
 

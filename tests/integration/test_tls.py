@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import harness
-from harness import LOCALHOST, PASSWORDS, PgServer, Pooler, Wire, startup_packet
+from harness import LOCALHOST, PASSWORDS, Pooler, Wire, startup_packet
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 SSL_REQUEST = struct.pack("!II", 8, harness.SSL_REQUEST_CODE)
@@ -73,10 +73,7 @@ def certs(tmp_base):
 def pg_tls(tmp_base, certs):
     """A PostgreSQL with ssl = on whose pg_hba.conf lets the app roles in over TLS only (postgres, used by the
     harness to set things up, may still connect in plain text)."""
-    basedir = harness.make_owned_dir(tmp_base, "pg-tls-")
-    server = PgServer(basedir)
-    try:
-        server.init()
+    def prepare(server):
         for name in ("server.crt", "server.key", "ca.crt"):
             dst = os.path.join(server.datadir, name)
             shutil.copy(certs.path(name), dst)
@@ -91,14 +88,9 @@ def pg_tls(tmp_base, certs):
             f"hostssl all all       {LOCALHOST}/32 scram-sha-256",
             "",
         ]), 0o600)
-        server.start()
-        server.setup_roles_and_db(harness.SRCDIR)
-    except BaseException:
-        print(harness.read_text(server.logfile)[-8000:])
-        server.stop()
-        raise
-    yield server
-    server.stop()
+
+    with harness.running_pg(tmp_base, "pg-tls-", prepare) as server:
+        yield server
 
 
 @pytest.fixture
