@@ -99,17 +99,37 @@ static inline uint64_t hs_final(const struct hstate *s)
 	return hfinal(s->h, s->acc, s->len);
 }
 
-/* Hash of a byte string; equals the streaming hash of the same bytes. */
-static uint64_t hash_bytes(const void *data, size_t len)
+static inline uint32_t load_le32(const unsigned char *p)
+{
+	uint32_t w;
+	memcpy(&w, p, sizeof(w));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	w = __builtin_bswap32(w);
+#endif
+	return w;
+}
+
+/* Hash of a byte string; equals the streaming hash of the same bytes. The last partial word is packed with
+ * (overlapping) whole-word loads instead of byte by byte. */
+static inline uint64_t hash_bytes(const void *data, size_t len)
 {
 	const unsigned char *p = data;
 	uint64_t h = HK2, acc = 0;
-	size_t i = 0;
+	size_t i = 0, rem;
 
 	for (; i + 8 <= len; i += 8)
 		h = hstep(h, load_le64(p + i));
-	for (unsigned k = 0; i < len; i++, k++)
-		acc |= (uint64_t)p[i] << (8 * k);
+	rem = len - i;
+	if (rem == 0) {
+		/* no partial word */
+	} else if (len >= 8) {
+		acc = load_le64(p + len - 8) >> (8 * (8 - rem)); /* the last 8 bytes, of which the top rem are new */
+	} else if (rem >= 4) {
+		acc = load_le32(p) | (uint64_t)load_le32(p + rem - 4) << (8 * (rem - 4));
+	} else {
+		for (unsigned k = 0; k < rem; k++)
+			acc |= (uint64_t)p[k] << (8 * k);
+	}
 	return hfinal(h, acc, len);
 }
 
@@ -185,23 +205,22 @@ static void emit_str(struct nstate *ns, const char *s)
 		emit(ns, *s++);
 }
 
+/* The canonical spacing between the previous token (row) and the next (column): bit 1 = always a space, bit 2 = a
+ * space when whitespace or a comment separated them in the text. Nothing after the start of the text or after
+ * ( [ . ::, nothing before ) ] , ; . :: [, a space before ( only when the text had one, else a space. */
+#define SP_ROW_NORMAL { 1, 1, 2, 0, 0, 0, 0, 0, 0, 1 }
+static const unsigned char space_rule[TK_OTHER + 1][TK_OTHER + 1] = {
+	[TK_NONE] = { 0 }, [TK_OPEN] = { 0 }, [TK_OPENB] = { 0 }, [TK_DOT] = { 0 }, [TK_CAST] = { 0 },
+	[TK_WORD] = SP_ROW_NORMAL, [TK_CLOSE] = SP_ROW_NORMAL, [TK_COMMA] = SP_ROW_NORMAL, [TK_SEMI] = SP_ROW_NORMAL,
+	[TK_OTHER] = SP_ROW_NORMAL,
+};
+#undef SP_ROW_NORMAL
+
 /* Starts a token of class cls: writes the separating space the canonical spacing asks for. */
-static void begin_token(struct nstate *ns, enum tokc cls)
+static inline void begin_token(struct nstate *ns, enum tokc cls)
 {
-	if (ns->prev != TK_NONE) {
-		bool sp;
-		if (ns->prev == TK_OPEN || ns->prev == TK_OPENB || ns->prev == TK_DOT || ns->prev == TK_CAST)
-			sp = false;
-		else if (cls == TK_CLOSE || cls == TK_COMMA || cls == TK_SEMI || cls == TK_DOT || cls == TK_CAST ||
-			 cls == TK_OPENB)
-			sp = false;
-		else if (cls == TK_OPEN)
-			sp = ns->ws;
-		else
-			sp = true;
-		if (sp)
-			emit(ns, ' ');
-	}
+	if (space_rule[ns->prev][cls] & (1u | (unsigned)ns->ws << 1))
+		emit(ns, ' ');
 	ns->prev = cls;
 	ns->ws = false;
 }
@@ -271,11 +290,25 @@ static void lv_init(struct litval *lv, const char *raw)
 
 static void lv_word_end(struct litval *lv)
 {
-	if (lv->wlen > 0) {
-		lv->word[lv->wlen] = '\0';
-		if (!strcmp(lv->word, "now") || !strcmp(lv->word, "today") || !strcmp(lv->word, "tomorrow") ||
-		    !strcmp(lv->word, "yesterday"))
+	switch (lv->wlen) {
+	case 3:
+		if (!memcmp(lv->word, "now", 3))
 			lv->timeword = true;
+		break;
+	case 5:
+		if (!memcmp(lv->word, "today", 5))
+			lv->timeword = true;
+		break;
+	case 8:
+		if (!memcmp(lv->word, "tomorrow", 8))
+			lv->timeword = true;
+		break;
+	case 9:
+		if (!memcmp(lv->word, "yesterday", 9))
+			lv->timeword = true;
+		break;
+	default:
+		break;
 	}
 	lv->wlen = 0;
 }
