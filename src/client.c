@@ -39,11 +39,10 @@ int sock_setup(struct sock *s, int fd, event_callback_fn on_read, event_callback
 		return -1;
 	memset(s, 0, sizeof(*s));
 	s->fd = fd;
-	s->in = evbuffer_new();
 	s->out = evbuffer_new();
 	s->ev_read = event_new(g.base, fd, EV_READ | EV_PERSIST, on_read, arg);
 	s->ev_write = event_new(g.base, fd, EV_WRITE | EV_PERSIST, on_write, arg);
-	if (!s->in || !s->out || !s->ev_read || !s->ev_write)
+	if (!s->out || !s->ev_read || !s->ev_write)
 		return -1;
 	return 0;
 }
@@ -67,10 +66,7 @@ void sock_close(struct sock *s)
 		close(s->fd);
 		s->fd = -1;
 	}
-	if (s->in) {
-		evbuffer_free(s->in);
-		s->in = NULL;
-	}
+	ibuf_free(&s->in);
 	if (s->out) {
 		evbuffer_free(s->out);
 		s->out = NULL;
@@ -235,12 +231,11 @@ int sock_flush(struct sock *s)
 	return 0;
 }
 
-/* Bytes asked of the kernel per read: sock_read replaces evbuffer_read, which asks the kernel with an FIONREAD
- * ioctl first (one more syscall per read). The size adapts per socket between these bounds: small requests and
- * replies (the common case) fit libevent's smallest chunk, a 1 KiB allocation that malloc recycles cheaply; a read
- * that fills its space doubles the next one, so a large result streams in 64 KiB reads. */
-#define SOCK_READ_MIN (1024 - 64)	/* 1 KiB minus libevent's chunk header */
-#define SOCK_READ_MAX (64 * 1024 - 64)
+/* Free space sock_read makes sure of before a read. A read gets all the free space of the input buffer (at least
+ * IBUF_INITIAL); a read that fills it doubles the next one's minimum, so a large result streams in 64 KiB reads, and
+ * a run of small reads brings it back down. */
+#define SOCK_READ_MIN 1024
+#define SOCK_READ_MAX (64 * 1024)
 
 /* sock_read for a TLS socket: runs the handshake until it is done, then SSL_read into reserved space of s->in until
  * OpenSSL holds no decrypted byte (a record it has read whole is no longer visible to the socket's read event). */
@@ -263,20 +258,12 @@ static int sock_read_tls(struct sock *s)
 		return -1;
 	}
 	do {
-		struct evbuffer_iovec v[1];
-		size_t want = s->read_size ? s->read_size : SOCK_READ_MIN, done = 0;
-		if (evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 1) != 1) {
-			errno = ENOMEM;
-			return -1;
-		}
-		r = tls_read(s->ssl, v[0].iov_base, v[0].iov_len, &done, err, sizeof(err));
+		size_t want = s->read_size ? s->read_size : SOCK_READ_MIN, done = 0, space;
+		uint8_t *p = ibuf_space(&s->in, want, &space);
+		r = tls_read(s->ssl, p, space, &done, err, sizeof(err));
 		if (r != TLS_IO_OK)
 			break;
-		v[0].iov_len = done;
-		if (evbuffer_commit_space(s->in, v, 1) < 0) {
-			errno = EIO;
-			return -1;
-		}
+		ibuf_commit(&s->in, done);
 		total += done;
 		if (done >= want && want < SOCK_READ_MAX)
 			s->read_size = (uint32_t)(want * 2 + 64 < SOCK_READ_MAX ? want * 2 + 64 : SOCK_READ_MAX);
@@ -304,49 +291,48 @@ static int sock_read_tls(struct sock *s)
 	}
 }
 
-/* Reserves space at the end of s->in (the free tail of its last chunk and, if short, a new chunk), reads into it
- * with one read()/readv() and commits what arrived. */
+/* Reads what the socket has into the free end of s->in with one recv(). */
 int sock_read(struct sock *s)
 {
-	struct evbuffer_iovec v[2];
 	size_t want = s->read_size ? s->read_size : SOCK_READ_MIN, space;
+	uint8_t *p;
 	ssize_t n;
-	int nv;
 
 	if (s->ssl)
 		return sock_read_tls(s);
-	nv = evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 2);
-	if (nv <= 0) {
-		errno = ENOMEM;
-		return -1;
-	}
-	space = v[0].iov_len + (nv > 1 ? v[1].iov_len : 0);
-	if (nv == 1) {
-		n = recv(s->fd, v[0].iov_base, v[0].iov_len, 0);
-	} else {
-		struct msghdr mh;
-		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = (struct iovec *)v;
-		mh.msg_iovlen = (size_t)nv;
-		n = recvmsg(s->fd, &mh, 0);
-	}
+	p = ibuf_space(&s->in, want, &space);
+	n = recv(s->fd, p, space, 0);
 	if (n <= 0)
-		return (int)n;	/* nothing to commit; errno is read()'s */
-	if ((size_t)n <= v[0].iov_len) {
-		v[0].iov_len = (size_t)n;
-		nv = 1;
-	} else {
-		v[1].iov_len = (size_t)n - v[0].iov_len;
-	}
-	if (evbuffer_commit_space(s->in, v, nv) < 0) {
-		errno = EIO;
-		return -1;
-	}
+		return (int)n;	/* errno is recv()'s */
+	ibuf_commit(&s->in, (size_t)n);
 	if ((size_t)n >= space && want < SOCK_READ_MAX)
-		s->read_size = (uint32_t)(want * 2 + 64 < SOCK_READ_MAX ? want * 2 + 64 : SOCK_READ_MAX);
+		s->read_size = (uint32_t)(want * 2 < SOCK_READ_MAX ? want * 2 : SOCK_READ_MAX);
 	else if ((size_t)n < want / 4 && want > SOCK_READ_MIN)
-		s->read_size = (uint32_t)(want / 2 - 32 > SOCK_READ_MIN ? want / 2 - 32 : SOCK_READ_MIN);
+		s->read_size = (uint32_t)(want / 2 > SOCK_READ_MIN ? want / 2 : SOCK_READ_MIN);
 	return (int)n;
+}
+
+void sock_pass(struct sock *s, struct ibuf *in, size_t n)
+{
+	const uint8_t *p = ibuf_ptr(in);
+	size_t done = 0;
+
+	if (n == 0)
+		return;
+	if (!s->ssl && s->fd >= 0 && evbuffer_get_length(s->out) == 0) {
+		ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
+		if (r > 0) {
+			done = (size_t)r;
+			s->bytes_out += (uint64_t)r;
+		}
+		/* EAGAIN: the rest waits for the write event; another error: sock_flush meets it again and reports it */
+	}
+	if (done < n) {
+		evbuffer_add(s->out, p + done, n - done);
+		if (!s->ssl)
+			sock_arm_write(s, true);	/* a TLS socket is flushed by its caller (the handshake may still run) */
+	}
+	ibuf_drain(in, n);
 }
 
 /* Best effort flush where the caller closes the connection anyway. */
@@ -439,7 +425,7 @@ static void client_unlink_server(struct client *c)
 	c->server = NULL;
 	sv->client = NULL;
 	if (sv->internal || relay_server_busy(sv) || sv->tx_status != 'I' || sv->s.pkt_remain > 0 ||
-	    c->s.pkt_remain > 0 || evbuffer_get_length(sv->s.in) > 0)
+	    c->s.pkt_remain > 0 || ibuf_len(&sv->s.in) > 0)
 		server_disconnect(sv, "client disconnected while server was busy");
 	else
 		pool_release_server(sv);
@@ -527,7 +513,7 @@ void client_resume_reading(struct client *c)
 {
 	if (c->state == CL_ACTIVE || c->state == CL_LOGIN)
 		sock_want_read(&c->s, true);
-	if (c->state == CL_ACTIVE && evbuffer_get_length(c->s.in) > 0)
+	if (c->state == CL_ACTIVE && ibuf_len(&c->s.in) > 0)
 		client_process(c);
 }
 
@@ -578,7 +564,7 @@ void client_finish_login(struct client *c)
 	if (g.cfg.log_connections)
 		log_info("C-%p: %s/%s@%s:%d login ok", (void *)c, c->dbname, c->user, c->addr, c->port);
 	sock_want_read(&c->s, true);
-	if (evbuffer_get_length(c->s.in) > 0)
+	if (ibuf_len(&c->s.in) > 0)
 		client_process(c);
 }
 
@@ -1037,7 +1023,7 @@ static bool client_start_tls(struct client *c, uint8_t *pkt)
 	}
 	/* Bytes sent after the SSLRequest but before the handshake were not protected by TLS, yet would be read as if
 	 * they had been (CVE-2021-23222 / CVE-2021-23214): refuse them. */
-	if (evbuffer_get_length(c->s.in) > 0) {
+	if (ibuf_len(&c->s.in) > 0) {
 		client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "received unencrypted data after SSL request");
 		return true;
 	}
@@ -1060,8 +1046,8 @@ static void client_login_step(struct client *c)
 	uint8_t hdr[8];
 	const char *why;
 
-	while (c->state == CL_LOGIN && evbuffer_get_length(c->s.in) > 0) {
-		size_t avail = evbuffer_get_length(c->s.in);
+	while (c->state == CL_LOGIN && ibuf_len(&c->s.in) > 0) {
+		size_t avail = ibuf_len(&c->s.in);
 		if (!c->startup_done) {
 			uint32_t len;
 			struct startup_packet sp;
@@ -1069,7 +1055,7 @@ static void client_login_step(struct client *c)
 			uint8_t *pkt;
 			enum proto_rc rc;
 
-			evbuffer_copyout(c->s.in, hdr, avail < 8 ? avail : 8);
+			memcpy(hdr, ibuf_ptr(&c->s.in), avail < 8 ? avail : 8);
 			rc = proto_read_startup_len(hdr, avail < 8 ? avail : 8, &len, &why);
 			if (rc == PROTO_BAD) {
 				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
@@ -1081,7 +1067,7 @@ static void client_login_step(struct client *c)
 			 * login at once (trust, or a pool whose welcome is known), and then whatever is still in the
 			 * buffer is forwarded to a server; or it may close the client, which frees the buffer. */
 			pkt = xmalloc(len);
-			evbuffer_remove(c->s.in, pkt, len);
+			ibuf_remove(&c->s.in, pkt, len);
 			if (proto_parse_startup(pkt, len, &sp, err, sizeof(err)) != PROTO_OK) {
 				free(pkt);
 				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, err);
@@ -1117,7 +1103,7 @@ static void client_login_step(struct client *c)
 			struct pkt_header h;
 			uint8_t *msg;
 			enum proto_rc rc;
-			evbuffer_copyout(c->s.in, hdr, avail < 5 ? avail : 5);
+			memcpy(hdr, ibuf_ptr(&c->s.in), avail < 5 ? avail : 5);
 			rc = proto_read_header(hdr, avail < 5 ? avail : 5, AUTH_MSG_MAX, &h, &why);
 			if (rc == PROTO_BAD) {
 				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
@@ -1132,12 +1118,12 @@ static void client_login_step(struct client *c)
 					client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "expected a password message");
 				return;
 			}
-			msg = evbuffer_pullup(c->s.in, (ssize_t)h.len + 1);
+			msg = ibuf_ptr(&c->s.in);
 			{
 				uint8_t body[AUTH_MSG_MAX];
 				size_t blen = h.len - 4;
 				memcpy(body, msg + 5, blen);
-				evbuffer_drain(c->s.in, h.len + 1);
+				ibuf_drain(&c->s.in, h.len + 1);
 				client_auth_message(c, body, blen);
 				OPENSSL_cleanse(body, blen);
 			}
@@ -1217,13 +1203,13 @@ static void client_admin(struct client *c)
 	uint8_t hdr[5];
 	const char *why;
 	for (;;) {
-		size_t avail = evbuffer_get_length(c->s.in);
+		size_t avail = ibuf_len(&c->s.in);
 		struct pkt_header h;
 		enum proto_rc rc;
 		char *sql;
 		if (avail < 5)
 			return;
-		evbuffer_copyout(c->s.in, hdr, 5);
+		memcpy(hdr, ibuf_ptr(&c->s.in), 5);
 		rc = proto_read_header(hdr, 5, 1024 * 1024, &h, &why);
 		if (rc == PROTO_BAD) {
 			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
@@ -1236,7 +1222,7 @@ static void client_admin(struct client *c)
 			return;
 		}
 		if (h.type != FE_QUERY) {
-			evbuffer_drain(c->s.in, h.len + 1);
+			ibuf_drain(&c->s.in, h.len + 1);
 			if (h.type == FE_SYNC || h.type == FE_FLUSH)
 				continue;
 			client_disconnect(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
@@ -1244,8 +1230,8 @@ static void client_admin(struct client *c)
 			return;
 		}
 		sql = xmalloc(h.len - 3);
-		evbuffer_drain(c->s.in, 5);
-		evbuffer_remove(c->s.in, sql, h.len - 4);
+		ibuf_drain(&c->s.in, 5);
+		ibuf_remove(&c->s.in, sql, h.len - 4);
 		sql[h.len - 4] = '\0';
 		admin_handle_query(c, sql);
 		free(sql);
@@ -1273,7 +1259,7 @@ static void client_process(struct client *c)
 	case CL_WAITING:
 	case CL_WAITING_LOGIN:
 		/* Messages wait in the input buffer until a server is linked. */
-		if (evbuffer_get_length(c->s.in) > (size_t)OUTBUF_HIGH_WATER)
+		if (ibuf_len(&c->s.in) > (size_t)OUTBUF_HIGH_WATER)
 			sock_want_read(&c->s, false);
 		break;
 	case CL_JUSTFREE:
@@ -1285,6 +1271,6 @@ static void client_process(struct client *c)
 /* The linked server's internal work is done, or it sent data: handled in server.c; this continues client input. */
 void client_on_server_data(struct client *c)
 {
-	if (c->state == CL_ACTIVE && evbuffer_get_length(c->s.in) > 0)
+	if (c->state == CL_ACTIVE && ibuf_len(&c->s.in) > 0)
 		relay_client_input(c);
 }

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "auth.h"
 #include "hba.h"
+#include "ibuf.h"
 #include "list.h"
 #include "netaddr.h"
 #include "log.h"
@@ -77,7 +78,7 @@ struct sock {
 	int fd;
 	struct event *ev_read;
 	struct event *ev_write;
-	struct evbuffer *in;         /* bytes read, not yet processed */
+	struct ibuf in;              /* bytes read, not yet processed (parsed in place) */
 	struct evbuffer *out;        /* bytes to write */
 	bool reading;                /* ev_read is armed */
 	bool writing;                /* ev_write is armed */
@@ -259,6 +260,10 @@ int sock_flush(struct sock *s) MUST_CHECK;
  * (EAGAIN/EWOULDBLOCK/EINTR when there is nothing to read now). */
 int sock_read(struct sock *s) MUST_CHECK;
 int sock_flush_quiet(struct sock *s);
+/* Moves n bytes from the front of in to s's output. When nothing is queued before them they are sent at once,
+ * straight from in (no copy); what the socket does not take, or any error, leaves the rest in s->out for
+ * sock_flush to send or to report. */
+void sock_pass(struct sock *s, struct ibuf *in, size_t n);
 
 /* client.c */
 void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool is_unix);

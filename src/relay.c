@@ -12,8 +12,6 @@
 /* Messages up to this size are read whole and inspected; a larger Query/Parse/Bind streams through uninspected (its
  * batch then invalidates the whole cache when it succeeds). CopyData always streams. */
 #define INSPECT_MAX (64u * 1024 * 1024)
-/* relay_client_input makes a client's input contiguous first when it holds at most this many bytes. */
-#define CONTIG_MAX (16u * 1024)
 /* An extended-protocol batch is considered for the cache only if it arrives whole (through Sync) within this size. */
 #define LOOKAHEAD_MAX (256u * 1024)
 /* Version byte at the start of every cache key, bumped when the key layout changes. */
@@ -58,38 +56,6 @@ static void bb_u64(struct bbuf *b, uint64_t v)
 {
 	bb_u32(b, (uint32_t)(v >> 32));
 	bb_u32(b, (uint32_t)v);
-}
-
-/* A window on the first chunk of an input buffer, so message headers are read in place instead of copied out one by
- * one (callgrind showed evbuffer_copyout_from and evbuffer_ptr_set among the data path's largest costs). Any change
- * to the front of the buffer (a drain, a remove, a pullup) must reset it with view_reset. */
-struct view {
-	const uint8_t *p;  /* start of the buffer's first chunk */
-	size_t len;        /* bytes in it; 0 = not known */
-};
-
-static inline void view_reset(struct view *v)
-{
-	v->len = 0;
-}
-
-/* Copies n bytes at offset off of buf into out: from the view when it covers them, else from the buffer. */
-static inline void view_copy(struct evbuffer *buf, struct view *v, size_t off, uint8_t *out, size_t n)
-{
-	if (off + n > v->len) {
-		struct evbuffer_iovec iov;
-		if (evbuffer_peek(buf, -1, NULL, &iov, 1) >= 1) {
-			v->p = iov.iov_base;
-			v->len = iov.iov_len;
-		}
-	}
-	if (off + n <= v->len) {
-		memcpy(out, v->p + off, n);
-	} else {
-		struct evbuffer_ptr pos;
-		evbuffer_ptr_set(buf, &pos, off, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(buf, &pos, out, n);
-	}
 }
 
 static uint32_t get_u32(const uint8_t *p)
@@ -986,7 +952,7 @@ static void send_ready_idle(struct client *c)
 /* Answers a batch from the cache: the stored replies and a ReadyForQuery. */
 static void serve_hit(struct client *c, struct cache_entry *e, struct shape *sh, size_t consumed, usec_t start)
 {
-	evbuffer_drain(c->s.in, consumed);
+	ibuf_drain(&c->s.in, consumed);
 	cache_entry_write(e, c->s.out);
 	send_ready_idle(c);
 	sh->hits++;
@@ -1089,7 +1055,7 @@ static enum plan_rc plan_query_done(struct client *c, const char *text, size_t t
 static enum plan_rc plan_query(struct client *c, uint32_t mlen)
 {
 	struct relay_client *rc = rc_of(c);
-	const uint8_t *msg = evbuffer_pullup(c->s.in, mlen);
+	const uint8_t *msg = ibuf_ptr(&c->s.in);
 	const char *text = (const char *)msg + 5;
 	size_t tlen = mlen - 6;
 	struct shape *sh;
@@ -1127,9 +1093,9 @@ static enum plan_rc plan_query(struct client *c, uint32_t mlen)
 static enum plan_rc plan_extended(struct client *c)
 {
 	struct relay_client *rc = rc_of(c);
-	struct evbuffer *in = c->s.in;
-	size_t avail = evbuffer_get_length(in), off = 0, total;
-	const uint8_t *buf, *parse = NULL, *bind = NULL, *desc = NULL, *exec = NULL;
+	struct ibuf *in = &c->s.in;
+	size_t avail = ibuf_len(in), off = 0, total;
+	const uint8_t *buf = ibuf_ptr(in), *parse = NULL, *bind = NULL, *desc = NULL, *exec = NULL;
 	uint32_t parse_len = 0, bind_len = 0, desc_len = 0, exec_len = 0;
 	struct stmt_def *def = NULL;
 	const char *parse_name = NULL;
@@ -1140,14 +1106,11 @@ static enum plan_rc plan_extended(struct client *c)
 	int ndeps;
 	enum plan_rc r;
 	bool synced = false;
-	struct view view = { NULL, 0 };
 
 	/* find the Sync */
 	while (off + 5 <= avail) {
-		uint8_t hdr[5];
-		uint32_t len;
-		view_copy(in, &view, off, hdr, 5);
-		len = get_u32(hdr + 1);
+		const uint8_t *hdr = buf + off;
+		uint32_t len = get_u32(hdr + 1);
 		if (len < 4 || len > LOOKAHEAD_MAX)
 			return PLAN_FORWARD;
 		if (hdr[0] != FE_PARSE && hdr[0] != FE_BIND && hdr[0] != FE_DESCRIBE && hdr[0] != FE_EXECUTE &&
@@ -1166,7 +1129,6 @@ static enum plan_rc plan_extended(struct client *c)
 	if (off > avail)
 		return PLAN_MORE;
 	total = off;
-	buf = evbuffer_pullup(in, (ssize_t)total);
 	for (off = 0; off < total;) {
 		uint8_t t = buf[off];
 		uint32_t len = get_u32(buf + off + 1);
@@ -1298,9 +1260,9 @@ static enum plan_rc plan_prepare_only(struct client *c, uint32_t mlen)
 	struct client_stmt *s;
 	uint8_t sync[5];
 
-	if (evbuffer_get_length(c->s.in) < (size_t)mlen + 5)
+	if (ibuf_len(&c->s.in) < (size_t)mlen + 5)
 		return PLAN_FORWARD;
-	msg = evbuffer_pullup(c->s.in, (ssize_t)mlen + 5);
+	msg = ibuf_ptr(&c->s.in);
 	if (msg[mlen] != FE_SYNC || get_u32(msg + mlen + 1) != 4)
 		return PLAN_FORWARD;
 	memcpy(sync, msg + mlen, 5);
@@ -1324,7 +1286,7 @@ static enum plan_rc plan_prepare_only(struct client *c, uint32_t mlen)
 	s->name = xstrdup(name);
 	s->def = def;
 	HASH_ADD_KEYPTR(hh, rc->stmts, s->name, strlen(s->name), s);
-	evbuffer_drain(c->s.in, (size_t)mlen + 5);
+	ibuf_drain(&c->s.in, (size_t)mlen + 5);
 	evbuffer_add(c->s.out, reply, sizeof(reply));
 	rstats.prepared_skipped++;
 	return PLAN_DONE;
@@ -1460,11 +1422,11 @@ static void disconnect_malformed(struct client *c, const char *what)
 }
 
 /* Moves the pass-through bytes gathered so far (*pend of them, at the front of the client's input) to the server in
- * one evbuffer_remove_buffer instead of one per message. */
+ * one go instead of one per message (usually one send() straight from the input buffer). */
 static void pend_flush(struct client *c, struct server *sv, size_t *pend)
 {
 	if (*pend) {
-		evbuffer_remove_buffer(c->s.in, sv->s.out, *pend);
+		sock_pass(&sv->s, &c->s.in, *pend);
 		*pend = 0;
 	}
 }
@@ -1498,8 +1460,9 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 {
 	struct relay_client *rc = rc_of(c);
 	struct relay_server *rs = rs_of(sv);
-	struct evbuffer *in = c->s.in, *out = sv->s.out;
-	const uint8_t *msg = evbuffer_pullup(in, (ssize_t)(*pend + mlen)) + *pend;
+	struct ibuf *in = &c->s.in;
+	struct evbuffer *out = sv->s.out;
+	const uint8_t *msg = ibuf_ptr(in) + *pend;
 	const uint8_t *body;
 	size_t blen = mlen - 5;
 	struct pkt_reader r;
@@ -1512,7 +1475,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 	if (may_rewrite(type, msg + 5, blen)) {
 		/* it may drain its bytes or write others: what precedes it goes first, and it is at the front */
 		pend_flush(c, sv, pend);
-		msg = evbuffer_pullup(in, mlen);
+		msg = ibuf_ptr(in);
 	}
 	body = msg + 5;
 	grp = group_open(c, sv);
@@ -1540,7 +1503,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			}
 			note_statement(c, sv, grp, sh, text, blen - 1, &pv);
 			if (session_unsafe_query(c, sh, text, blen - 1, out)) /* refused: PostgreSQL raises the error */
-				evbuffer_drain(in, mlen), mlen = 0;
+				ibuf_drain(in, mlen), mlen = 0;
 			shape_unref(sh);
 			c->query_count++;
 		} else {
@@ -1577,7 +1540,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 				if (!*name) {
 					pend_flush(c, sv, pend);
 					emit_parse_as(out, "", def);
-					evbuffer_drain(in, mlen);
+					ibuf_drain(in, mlen);
 					stmt_def_unref(rc->unnamed);
 					rc->unnamed = def;
 					slot_push(rs, SL_PARSE, SA_FORWARD, 0, 0);
@@ -1615,7 +1578,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			slot_push(rs, SL_PARSE, SA_FORWARD, 0, def->seq);
 			trim_prepared(sv);
 		}
-		evbuffer_drain(in, mlen);
+		ibuf_drain(in, mlen);
 		return true;
 	}
 	case FE_BIND: {
@@ -1650,7 +1613,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 		if (*stmt && def) {
 			ensure_prepared(sv, def);
 			emit_renamed(out, FE_BIND, portal, strlen(portal) + 1, def->seq, body + rest_off, blen - rest_off);
-			evbuffer_drain(in, mlen);
+			ibuf_drain(in, mlen);
 		} else {
 			*pend += mlen;
 		}
@@ -1675,7 +1638,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 				stmt_def_unref(s->def);
 				free(s->name);
 				free(s);
-				evbuffer_drain(in, mlen);
+				ibuf_drain(in, mlen);
 				slot_push(rs, SL_CLOSE, SA_SYNTH, BE_CLOSE_COMPLETE, 0);
 				if (rs->scount == 1)
 					drain_synth(sv, c);
@@ -1688,7 +1651,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 		if (s) {
 			ensure_prepared(sv, s->def);
 			emit_renamed(out, FE_DESCRIBE, &kind, 1, s->def->seq, NULL, 0);
-			evbuffer_drain(in, mlen);
+			ibuf_drain(in, mlen);
 		} else {
 			*pend += mlen;
 		}
@@ -1718,7 +1681,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 static void forward_large(struct client *c, struct server *sv, uint8_t type, uint32_t mlen)
 {
 	struct relay_server *rs = rs_of(sv);
-	size_t avail = evbuffer_get_length(c->s.in);
+	size_t avail = ibuf_len(&c->s.in);
 	size_t take = avail < mlen ? avail : mlen;
 	if (type != FE_COPY_DATA) {
 		struct group *grp = group_open(c, sv);
@@ -1738,23 +1701,19 @@ static void forward_large(struct client *c, struct server *sv, uint8_t type, uin
 			slot_push(rs, SL_CLOSE, SA_FORWARD, 0, 0);
 		}
 	}
-	evbuffer_remove_buffer(c->s.in, sv->s.out, take);
+	sock_pass(&sv->s, &c->s.in, take);
 	c->s.pkt_remain = (uint32_t)(mlen - take);
 }
 
 void relay_client_input(struct client *c)
 {
 	struct relay_client *rc = rc_of(c);
-	struct evbuffer *in = c->s.in;
+	struct ibuf *in = &c->s.in;
 	struct server *sv;
 	const char *why;
-	struct view view = { NULL, 0 };
 	size_t pend = 0;	/* bytes at the front of in that pass through to sv unchanged, moved in one go */
-	/* Small inputs (the usual case) are made contiguous once, so no later pullup moves bytes under the view. */
-	bool contig = evbuffer_get_length(in) <= CONTIG_MAX && evbuffer_pullup(in, -1) != NULL;
 
 	for (;;) {
-		uint8_t hdr[5];
 		struct pkt_header h;
 		size_t avail;
 		uint32_t mlen;
@@ -1768,7 +1727,7 @@ void relay_client_input(struct client *c)
 		sv = c->server;
 		if (sv && sv->internal)
 			break;
-		avail = evbuffer_get_length(in) - pend;
+		avail = ibuf_len(in) - pend;
 		if (c->s.pkt_remain > 0) {
 			size_t take;
 			if (!sv)
@@ -1777,15 +1736,13 @@ void relay_client_input(struct client *c)
 			if (take == 0)
 				break;
 			pend_flush(c, sv, &pend);
-			evbuffer_remove_buffer(in, sv->s.out, take);
-			view_reset(&view);
+			sock_pass(&sv->s, in, take);
 			c->s.pkt_remain -= (uint32_t)take;
 			continue;
 		}
 		if (avail < 5)
 			break;
-		view_copy(in, &view, pend, hdr, 5);
-		prc = proto_read_header(hdr, 5, (uint32_t)g.cfg.max_packet_size, &h, &why);
+		prc = proto_read_header(ibuf_ptr(in) + pend, 5, (uint32_t)g.cfg.max_packet_size, &h, &why);
 		if (prc == PROTO_BAD) {
 			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
 			return;
@@ -1811,7 +1768,6 @@ void relay_client_input(struct client *c)
 			enum plan_rc pr;
 			if (sv)
 				pend_flush(c, sv, &pend);
-			view_reset(&view);
 			pr = plan_batch(c, h.type, mlen);
 			if (pr == PLAN_DONE) {
 				if (sock_flush(&c->s) < 0) {
@@ -1836,24 +1792,17 @@ void relay_client_input(struct client *c)
 		if (mlen > INSPECT_MAX && h.type != FE_COPY_DATA) {
 			pend_flush(c, sv, &pend);
 			forward_large(c, sv, h.type, mlen);
-			view_reset(&view);
 			continue;
 		}
 		if (h.type == FE_COPY_DATA && avail < mlen) {
 			/* stream a large CopyData */
 			pend_flush(c, sv, &pend);
-			evbuffer_remove_buffer(in, sv->s.out, avail);
-			view_reset(&view);
+			sock_pass(&sv->s, in, avail);
 			c->s.pkt_remain = (uint32_t)(mlen - avail);
 			continue;
 		}
-		{
-			size_t before = pend;
-			if (!forward_message(c, sv, h.type, mlen, &pend))
-				return;
-			if (!contig || pend != before + mlen)
-				view_reset(&view); /* bytes left the front of in, or a pullup may have moved them */
-		}
+		if (!forward_message(c, sv, h.type, mlen, &pend))
+			return;
 	}
 	sv = c->server;
 	if (sv)
@@ -1872,23 +1821,11 @@ void relay_client_input(struct client *c)
 
 /* ---- server → client ---- */
 
-/* Copies len bytes at offset off of buf into the fill; aborts the fill when it grows too big. */
-static void fill_copy(struct group *grp, struct evbuffer *buf, size_t off, size_t len)
+/* Copies len bytes at offset off of the server's input into the fill; aborts the fill when it grows too big. */
+static void fill_copy(struct group *grp, const struct ibuf *in, size_t off, size_t len)
 {
-	uint8_t tmp[16384];
-	struct evbuffer_ptr pos;
-	if (!grp->flight)
-		return;
-	evbuffer_ptr_set(buf, &pos, off, EVBUFFER_PTR_SET);
-	while (len > 0) {
-		size_t n = len < sizeof(tmp) ? len : sizeof(tmp);
-		if (evbuffer_copyout_from(buf, &pos, tmp, n) != (ssize_t)n || !cache_fill_append(grp->flight, tmp, n)) {
-			group_abort_fill(grp);
-			return;
-		}
-		evbuffer_ptr_set(buf, &pos, n, EVBUFFER_PTR_ADD);
-		len -= n;
-	}
+	if (grp->flight && !cache_fill_append(grp->flight, ibuf_ptr(in) + off, len))
+		group_abort_fill(grp);
 }
 
 /* A group got its ReadyForQuery: store or drop its fill, apply its writes, count it. */
@@ -1941,24 +1878,20 @@ static void group_finish(struct server *sv, struct client *c, struct group *grp,
 	group_free(grp);
 }
 
-/* Pops the head slot; when the next ones are parley's own replies, emits them (after flushing pending bytes).
- * Returns true if it moved bytes out of the server's input. */
-static bool pop_and_synth(struct server *sv, struct client *c, size_t *batch)
+/* Pops the head slot; when the next ones are parley's own replies, emits them (after flushing pending bytes). */
+static void pop_and_synth(struct server *sv, struct client *c, size_t *batch)
 {
 	struct relay_server *rs = rs_of(sv);
 	struct slot *s;
-	bool moved = false;
 	slot_pop(rs);
 	s = slot_head(rs);
 	if (s && s->action == SA_SYNTH) {
 		if (*batch) {
-			evbuffer_remove_buffer(sv->s.in, c->s.out, *batch);
+			sock_pass(&c->s, &sv->s.in, *batch);
 			*batch = 0;
-			moved = true;
 		}
 		drain_synth(sv, c);
 	}
-	return moved;
 }
 
 /* After an ErrorResponse in an extended batch the server skips to the Sync: so do the expected replies. */
@@ -1978,16 +1911,14 @@ void relay_server_input(struct server *sv)
 {
 	struct relay_server *rs = rs_of(sv);
 	struct client *c = sv->client;
-	struct evbuffer *in = sv->s.in;
-	size_t batch = 0;
+	struct ibuf *in = &sv->s.in;
+	size_t batch = 0;	/* bytes at the front of in that go to the client unchanged, moved in one go */
 	bool release = false;
 	const char *why;
-	struct view view = { NULL, 0 };
-	size_t inlen = evbuffer_get_length(in);	/* refreshed wherever the loop takes bytes out of in */
 
 	for (;;) {
-		size_t avail = inlen - batch;
-		uint8_t hdr[6];
+		size_t avail = ibuf_len(in) - batch;
+		const uint8_t *hdr;
 		struct pkt_header h;
 		struct group *grp = rs->ghead;
 		struct slot *slot = slot_head(rs);
@@ -2005,7 +1936,7 @@ void relay_server_input(struct server *sv)
 		}
 		if (avail < 5)
 			break;
-		view_copy(in, &view, batch, hdr, avail < 6 ? 5 : 6);
+		hdr = ibuf_ptr(in) + batch;
 		if (proto_read_header(hdr, 5, (uint32_t)g.cfg.max_packet_size, &h, &why) != PROTO_OK) {
 			server_disconnect(sv, why ? why : "bad message header from server");
 			return;
@@ -2045,7 +1976,7 @@ void relay_server_input(struct server *sv)
 				if (sv->pool->mode == POOL_STATEMENT) {
 					/* withhold the ReadyForQuery (as PgBouncer): the statement that opened the
 					 * transaction fails with the error below instead of seeming to succeed */
-					evbuffer_remove_buffer(in, c->s.out, batch - 6);
+					sock_pass(&c->s, in, batch - 6);
 					client_disconnect(c, SQLSTATE_FEATURE_NOT_SUPPORTED,
 							  "transaction blocks not allowed in statement pooling mode");
 					return;
@@ -2054,12 +1985,9 @@ void relay_server_input(struct server *sv)
 			continue;
 		}
 		case BE_PARAM_STATUS: {
-			const uint8_t *msg;
 			if (avail < mlen)
 				goto out;
-			msg = evbuffer_pullup(in, (ssize_t)(batch + mlen));
-			view_reset(&view);
-			server_param_status(sv, msg + batch + 5, h.len - 4);
+			server_param_status(sv, hdr + 5, h.len - 4);
 			if (grp)
 				group_abort_fill(grp);
 			rs->cur_fill = false;
@@ -2112,23 +2040,18 @@ void relay_server_input(struct server *sv)
 				if (slot->action == SA_SWALLOW) {
 					/* the reply to parley's own Parse or Close */
 					if (batch) {
-						evbuffer_remove_buffer(in, c->s.out, batch);
+						sock_pass(&c->s, in, batch);
 						batch = 0;
 					}
-					evbuffer_drain(in, mlen);
+					ibuf_drain(in, mlen);
 					pop_and_synth(sv, c, &batch);
-					view_reset(&view);
-					inlen = evbuffer_get_length(in);
 					continue;
 				}
 				if (rs->cur_fill && grp && grp->flight)
 					fill_copy(grp, in, batch, mlen);
 				rs->cur_fill = false;
 				batch += mlen;
-				if (pop_and_synth(sv, c, &batch)) {
-					view_reset(&view);
-					inlen = evbuffer_get_length(in);
-				}
+				pop_and_synth(sv, c, &batch);
 				continue;
 			}
 			break;
@@ -2144,9 +2067,8 @@ void relay_server_input(struct server *sv)
 		sv->s.pkt_remain = mlen;
 	}
 out:
-	if (batch > 0) {
-		evbuffer_remove_buffer(in, c->s.out, batch);
-	}
+	if (batch > 0)
+		sock_pass(&c->s, in, batch);
 	if (evbuffer_get_length(c->s.out) > 0) {
 		if (sock_flush(&c->s) < 0) {
 			client_disconnect(c, NULL, "client socket write failed");
@@ -2156,7 +2078,7 @@ out:
 			sock_want_read(&sv->s, false);
 	}
 	if (release) {
-		if (evbuffer_get_length(in) > 0) {
+		if (ibuf_len(in) > 0) {
 			server_disconnect(sv, "server sent data after ReadyForQuery");
 			return;
 		}

@@ -276,12 +276,13 @@ static bool server_tls_answer(struct server *sv)
 {
 	uint8_t answer;
 	char msg[300];
-	if (evbuffer_remove(sv->s.in, &answer, 1) != 1)
+	if (ibuf_len(&sv->s.in) < 1)
 		return true;
+	ibuf_remove(&sv->s.in, &answer, 1);
 	sv->tls_requested = false;
 	if (answer == 'S') {
 		/* Bytes after the 'S' arrived before TLS protected anything (CVE-2021-23222): refuse them. */
-		if (evbuffer_get_length(sv->s.in) > 0) {
+		if (ibuf_len(&sv->s.in) > 0) {
 			server_login_error(sv, SQLSTATE_PROTOCOL_VIOLATION, "server sent unencrypted data after its SSL response");
 			return false;
 		}
@@ -346,7 +347,7 @@ void server_resume_reading(struct server *sv)
 	if (sv->state == SV_JUSTFREE || sv->s.reading)
 		return;
 	sock_want_read(&sv->s, true);
-	if (evbuffer_get_length(sv->s.in) > 0)
+	if (ibuf_len(&sv->s.in) > 0)
 		server_on_client_data(sv);
 }
 
@@ -565,13 +566,13 @@ static void server_login_step(struct server *sv)
 	if (sv->tls_requested && !server_tls_answer(sv))
 		return;
 	while (sv->state == SV_LOGIN) {
-		size_t avail = evbuffer_get_length(sv->s.in);
+		size_t avail = ibuf_len(&sv->s.in);
 		struct pkt_header h;
 		uint8_t *msg;
 		enum proto_rc rc;
 		if (avail < 5)
 			return;
-		evbuffer_copyout(sv->s.in, hdr, 5);
+		memcpy(hdr, ibuf_ptr(&sv->s.in), 5);
 		rc = proto_read_header(hdr, 5, SERVER_LOGIN_MSG_MAX, &h, &why);
 		if (rc == PROTO_BAD) {
 			server_login_error(sv, SQLSTATE_PROTOCOL_VIOLATION, why);
@@ -579,7 +580,7 @@ static void server_login_step(struct server *sv)
 		}
 		if (avail < (size_t)h.len + 1)
 			return;
-		msg = evbuffer_pullup(sv->s.in, (ssize_t)h.len + 1);
+		msg = ibuf_ptr(&sv->s.in);
 		switch (h.type) {
 		case BE_AUTH:
 			if (!server_auth_request(sv, msg + 5, h.len - 4))
@@ -614,14 +615,14 @@ static void server_login_step(struct server *sv)
 		case BE_NEGOTIATE_VERSION:
 			break;
 		case BE_READY:
-			evbuffer_drain(sv->s.in, h.len + 1);
+			ibuf_drain(&sv->s.in, h.len + 1);
 			server_login_done(sv);
 			return;
 		default:
 			server_login_error(sv, SQLSTATE_PROTOCOL_VIOLATION, "unexpected message from server during login");
 			return;
 		}
-		evbuffer_drain(sv->s.in, h.len + 1);
+		ibuf_drain(&sv->s.in, h.len + 1);
 	}
 }
 
@@ -648,19 +649,19 @@ static void server_internal_step(struct server *sv)
 	uint8_t hdr[5];
 	const char *why;
 	while (sv->internal) {
-		size_t avail = evbuffer_get_length(sv->s.in);
+		size_t avail = ibuf_len(&sv->s.in);
 		struct pkt_header h;
 		uint8_t *msg;
 		if (avail < 5)
 			return;
-		evbuffer_copyout(sv->s.in, hdr, 5);
+		memcpy(hdr, ibuf_ptr(&sv->s.in), 5);
 		if (proto_read_header(hdr, 5, (uint32_t)g.cfg.max_packet_size, &h, &why) == PROTO_BAD) {
 			server_disconnect(sv, why);
 			return;
 		}
 		if (avail < (size_t)h.len + 1)
 			return;
-		msg = evbuffer_pullup(sv->s.in, (ssize_t)h.len + 1);
+		msg = ibuf_ptr(&sv->s.in);
 		if (h.type == BE_PARAM_STATUS) {
 			server_param_status(sv, msg + 5, h.len - 4);
 		} else if (h.type == BE_ERROR) {
@@ -676,7 +677,7 @@ static void server_internal_step(struct server *sv)
 			if (sv->tx_status != 'I')
 				sv->dirty = true;
 		}
-		evbuffer_drain(sv->s.in, h.len + 1);
+		ibuf_drain(&sv->s.in, h.len + 1);
 	}
 	if (sv->client) {
 		struct client *c = sv->client;
@@ -700,24 +701,24 @@ void server_on_client_data(struct server *sv)
 		server_internal_step(sv);
 	} else if (sv->client) {
 		relay_server_input(sv);
-	} else if (evbuffer_get_length(sv->s.in) > 0) {
+	} else if (ibuf_len(&sv->s.in) > 0) {
 		/* An idle server speaks only to say it is going away. */
 		uint8_t hdr[5];
 		struct pkt_header h;
 		const char *why;
 		char reason[300] = "server sent data while idle";
-		size_t avail = evbuffer_get_length(sv->s.in);
-		evbuffer_copyout(sv->s.in, hdr, avail < 5 ? avail : 5);
+		size_t avail = ibuf_len(&sv->s.in);
+		memcpy(hdr, ibuf_ptr(&sv->s.in), avail < 5 ? avail : 5);
 		if (proto_read_header(hdr, avail < 5 ? avail : 5, SERVER_LOGIN_MSG_MAX, &h, &why) == PROTO_OK && h.type == BE_ERROR &&
 		    avail >= (size_t)h.len + 1) {
 			struct error_fields ef;
-			uint8_t *msg = evbuffer_pullup(sv->s.in, (ssize_t)h.len + 1);
+			uint8_t *msg = ibuf_ptr(&sv->s.in);
 			if (proto_parse_error(msg + 5, h.len - 4, &ef) == PROTO_OK && ef.message)
 				snprintf(reason, sizeof(reason), "server closed the connection: %s", ef.message);
 		} else if (h.type == BE_NOTICE || h.type == BE_PARAM_STATUS) {
 			/* Harmless chatter (e.g. a NOTICE): drop it and keep the server. */
 			if (avail >= (size_t)h.len + 1) {
-				evbuffer_drain(sv->s.in, h.len + 1);
+				ibuf_drain(&sv->s.in, h.len + 1);
 				return;
 			}
 			return;
