@@ -504,7 +504,91 @@ static inline bool string_prefix(const char *sql, size_t len, size_t i)
 	return l == 'u' && i + 2 < len && sql[i + 1] == '&' && (sql[i + 2] == '\'' || sql[i + 2] == '"');
 }
 
-/* The normalizer proper; *needed receives the full length of the normalized text (without the NUL). */
+/* Dispatch classes of a token's first byte (normalize_impl). */
+enum nclass {
+	NC_OTHER,  /* a byte that is a token by itself: \ { } and the like */
+	NC_SPACE,  /* whitespace */
+	NC_WORD,   /* starts a keyword or unquoted identifier */
+	NC_PREFIX, /* e n b x u (either case): a word, or the prefix of E'' N'' B'' X'' U&'' U&"" */
+	NC_DIGIT,
+	NC_QUOTE,  /* ' */
+	NC_DQUOTE, /* " */
+	NC_DOLLAR, /* $n, $$ or $tag$ quoting, or a lone $ */
+	NC_DASH,   /* - : a comment or an operator */
+	NC_SLASH,  /* / : a comment or an operator */
+	NC_COLON,  /* :: or a lone : */
+	NC_DOT,    /* .5 or the . of a qualified name */
+	NC_PUNCT,  /* ( ) [ ] , ; */
+	NC_OP,     /* another operator character */
+	NC_CTRL    /* a control byte outside quotes (not whitespace) */
+};
+
+static const unsigned char nclass_tab[256] = {
+	[0x00 ... 0x08] = NC_CTRL, [0x0e ... 0x1f] = NC_CTRL,
+	[' '] = NC_SPACE, ['\t'] = NC_SPACE, ['\n'] = NC_SPACE, ['\r'] = NC_SPACE, ['\f'] = NC_SPACE, ['\v'] = NC_SPACE,
+	[0x7f] = NC_CTRL,
+	['+'] = NC_OP, ['*'] = NC_OP, ['<'] = NC_OP, ['>'] = NC_OP, ['='] = NC_OP, ['~'] = NC_OP, ['!'] = NC_OP,
+	['@'] = NC_OP, ['#'] = NC_OP, ['%'] = NC_OP, ['^'] = NC_OP, ['&'] = NC_OP, ['|'] = NC_OP, ['`'] = NC_OP,
+	['?'] = NC_OP,
+	['-'] = NC_DASH, ['/'] = NC_SLASH, [':'] = NC_COLON, ['.'] = NC_DOT, ['\''] = NC_QUOTE, ['"'] = NC_DQUOTE,
+	['$'] = NC_DOLLAR,
+	['('] = NC_PUNCT, [')'] = NC_PUNCT, ['['] = NC_PUNCT, [']'] = NC_PUNCT, [','] = NC_PUNCT, [';'] = NC_PUNCT,
+	['0'] = NC_DIGIT, ['1'] = NC_DIGIT, ['2'] = NC_DIGIT, ['3'] = NC_DIGIT, ['4'] = NC_DIGIT, ['5'] = NC_DIGIT,
+	['6'] = NC_DIGIT, ['7'] = NC_DIGIT, ['8'] = NC_DIGIT, ['9'] = NC_DIGIT,
+	['_'] = NC_WORD,
+	['A'] = NC_WORD, ['B'] = NC_PREFIX, ['C'] = NC_WORD, ['D'] = NC_WORD, ['E'] = NC_PREFIX, ['F'] = NC_WORD,
+	['G'] = NC_WORD, ['H'] = NC_WORD, ['I'] = NC_WORD, ['J'] = NC_WORD, ['K'] = NC_WORD, ['L'] = NC_WORD,
+	['M'] = NC_WORD, ['N'] = NC_PREFIX, ['O'] = NC_WORD, ['P'] = NC_WORD, ['Q'] = NC_WORD, ['R'] = NC_WORD,
+	['S'] = NC_WORD, ['T'] = NC_WORD, ['U'] = NC_PREFIX, ['V'] = NC_WORD, ['W'] = NC_WORD, ['X'] = NC_PREFIX,
+	['Y'] = NC_WORD, ['Z'] = NC_WORD,
+	['a'] = NC_WORD, ['b'] = NC_PREFIX, ['c'] = NC_WORD, ['d'] = NC_WORD, ['e'] = NC_PREFIX, ['f'] = NC_WORD,
+	['g'] = NC_WORD, ['h'] = NC_WORD, ['i'] = NC_WORD, ['j'] = NC_WORD, ['k'] = NC_WORD, ['l'] = NC_WORD,
+	['m'] = NC_WORD, ['n'] = NC_PREFIX, ['o'] = NC_WORD, ['p'] = NC_WORD, ['q'] = NC_WORD, ['r'] = NC_WORD,
+	['s'] = NC_WORD, ['t'] = NC_WORD, ['u'] = NC_PREFIX, ['v'] = NC_WORD, ['w'] = NC_WORD, ['x'] = NC_PREFIX,
+	['y'] = NC_WORD, ['z'] = NC_WORD,
+	[0x80 ... 0xff] = NC_WORD,
+};
+
+/* The byte as it appears in a normalized word (ASCII lower-cased) when it may continue an identifier, else 0. */
+static const unsigned char word_byte[256] = {
+	['$'] = '$', ['_'] = '_',
+	['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4', ['5'] = '5', ['6'] = '6', ['7'] = '7',
+	['8'] = '8', ['9'] = '9',
+	['A'] = 'a', ['B'] = 'b', ['C'] = 'c', ['D'] = 'd', ['E'] = 'e', ['F'] = 'f', ['G'] = 'g', ['H'] = 'h',
+	['I'] = 'i', ['J'] = 'j', ['K'] = 'k', ['L'] = 'l', ['M'] = 'm', ['N'] = 'n', ['O'] = 'o', ['P'] = 'p',
+	['Q'] = 'q', ['R'] = 'r', ['S'] = 's', ['T'] = 't', ['U'] = 'u', ['V'] = 'v', ['W'] = 'w', ['X'] = 'x',
+	['Y'] = 'y', ['Z'] = 'z',
+	['a'] = 'a', ['b'] = 'b', ['c'] = 'c', ['d'] = 'd', ['e'] = 'e', ['f'] = 'f', ['g'] = 'g', ['h'] = 'h',
+	['i'] = 'i', ['j'] = 'j', ['k'] = 'k', ['l'] = 'l', ['m'] = 'm', ['n'] = 'n', ['o'] = 'o', ['p'] = 'p',
+	['q'] = 'q', ['r'] = 'r', ['s'] = 's', ['t'] = 't', ['u'] = 'u', ['v'] = 'v', ['w'] = 'w', ['x'] = 'x',
+	['y'] = 'y', ['z'] = 'z',
+#define WB4(b) [b] = b, [(b) + 1] = (b) + 1, [(b) + 2] = (b) + 2, [(b) + 3] = (b) + 3
+#define WB16(b) WB4(b), WB4((b) + 4), WB4((b) + 8), WB4((b) + 12)
+	WB16(0x80), WB16(0x90), WB16(0xa0), WB16(0xb0), WB16(0xc0), WB16(0xd0), WB16(0xe0), WB16(0xf0),
+#undef WB16
+#undef WB4
+};
+
+/* Records a literal that is a plain slice of the text (a number). */
+static inline void lit_record_raw(struct nstate *ns, const char *sql, size_t start, size_t end)
+{
+	struct shape_lits *l = ns->lits;
+
+	if (!l || ns->lits_full)
+		return;
+	if (l->n >= SHAPE_MAX_LITERALS) {
+		ns->lits_full = true;
+		return;
+	}
+	l->v[l->n].value = sql + start;
+	l->v[l->n].len = end - start;
+	l->v[l->n].location = start;
+	l->n++;
+}
+
+/* The normalizer proper; *needed receives the full length of the normalized text (without the NUL). One switch on
+ * the first byte's class per token; words, numbers, blanks and punctuation take a fast path that writes straight
+ * into out when the rest of the text is sure to fit. */
 static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t outlen, struct shape_lits *lits,
 			       size_t *needed)
 {
@@ -524,41 +608,174 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 		unsigned char c = (unsigned char)sql[i];
 		struct litval lv;
 
-		if (is_space(c)) {
+		switch ((enum nclass)nclass_tab[c]) {
+		case NC_SPACE:
 			ns.ws = true;
 			i++;
-		} else if (is_ident_start(c) && !string_prefix(sql, len, i)) {
-			/* the common case first: a keyword or an unquoted identifier */
-			size_t j = i + 1;
-			while (j < len && is_ident_cont((unsigned char)sql[j]))
-				j++;
-			begin_token(&ns, TK_WORD);
-			emit_lower(&ns, sql + i, j - i);
-			i = j;
-		} else if (c == '-' && i + 1 < len && sql[i + 1] == '-') {
-			while (i < len && sql[i] != '\n' && sql[i] != '\r')
+			while (i < len && nclass_tab[(unsigned char)sql[i]] == NC_SPACE)
 				i++;
-			ns.ws = true;
-		} else if (c == '/' && i + 1 < len && sql[i + 1] == '*') {
-			int depth = 1;
-			i += 2;
-			while (i < len && depth > 0) {
-				if (sql[i] == '/' && i + 1 < len && sql[i + 1] == '*') {
-					depth++;
-					i += 2;
-				} else if (sql[i] == '*' && i + 1 < len && sql[i + 1] == '/') {
-					depth--;
-					i += 2;
-				} else {
+			continue;
+		case NC_PREFIX:
+			if (string_prefix(sql, len, i))
+				break; /* a prefixed string or quoted identifier: below */
+			/* fall through */
+		case NC_WORD: {
+			/* the common case: a keyword or an unquoted identifier */
+			size_t j = i;
+			begin_token(&ns, TK_WORD);
+			if (ns.pos + (len - i) < ns.outlen) {
+				char *o = ns.out + ns.pos;
+				const unsigned char *p = (const unsigned char *)sql + i, *end = (const unsigned char *)sql + len;
+				unsigned char d;
+				/* four bytes per round while the text has them, then byte by byte */
+				for (; p + 4 <= end; p += 4, o += 4) {
+					if (!(d = word_byte[p[0]]))
+						goto word_end;
+					o[0] = (char)d;
+					if (!(d = word_byte[p[1]])) {
+						p += 1, o += 1;
+						goto word_end;
+					}
+					o[1] = (char)d;
+					if (!(d = word_byte[p[2]])) {
+						p += 2, o += 2;
+						goto word_end;
+					}
+					o[2] = (char)d;
+					if (!(d = word_byte[p[3]])) {
+						p += 3, o += 3;
+						goto word_end;
+					}
+					o[3] = (char)d;
+				}
+				while (p < end && (d = word_byte[*p]) != 0) {
+					*o++ = (char)d;
+					p++;
+				}
+			word_end:
+				j = (size_t)(p - (const unsigned char *)sql);
+				ns.pos = (size_t)(o - ns.out);
+			} else {
+				j = i + 1;
+				while (j < len && is_ident_cont((unsigned char)sql[j]))
+					j++;
+				emit_lower(&ns, sql + i, j - i);
+			}
+			i = j;
+			continue;
+		}
+		case NC_DOT:
+			if (i + 1 < len && is_digit((unsigned char)sql[i + 1]))
+				goto number;
+			/* fall through */
+		case NC_PUNCT: {
+			enum tokc cls = c == '(' ? TK_OPEN : c == '[' ? TK_OPENB : (c == ')' || c == ']') ? TK_CLOSE
+				      : c == ',' ? TK_COMMA : c == ';' ? TK_SEMI : TK_DOT;
+			begin_token(&ns, cls);
+			emit(&ns, (char)c);
+			i++;
+			continue;
+		}
+		case NC_DIGIT:
+		number: {
+			size_t start = i;
+			while (i < len && is_digit((unsigned char)sql[i]))
+				i++;
+			if (i < len && sql[i] == '.' && !(i + 1 < len && sql[i + 1] == '.')) {
+				i++;
+				while (i < len && is_digit((unsigned char)sql[i]))
 					i++;
+			}
+			if (i < len && (sql[i] == 'e' || sql[i] == 'E')) {
+				size_t j = i + 1;
+				if (j < len && (sql[j] == '+' || sql[j] == '-'))
+					j++;
+				if (j < len && is_digit((unsigned char)sql[j])) {
+					while (j < len && is_digit((unsigned char)sql[j]))
+						j++;
+					i = j;
 				}
 			}
-			if (depth > 0) {
-				begin_token(&ns, TK_OTHER);
-				emit_str(&ns, "/*<eof>");
+			begin_token(&ns, TK_OTHER);
+			emit(&ns, '?');
+			lit_record_raw(&ns, sql, start, i);
+			continue;
+		}
+		case NC_DASH:
+			if (i + 1 < len && sql[i + 1] == '-') {
+				while (i < len && sql[i] != '\n' && sql[i] != '\r')
+					i++;
+				ns.ws = true;
+				continue;
 			}
-			ns.ws = true;
-		} else if (c == '\'') {
+			goto op;
+		case NC_SLASH:
+			if (i + 1 < len && sql[i + 1] == '*') {
+				int depth = 1;
+				i += 2;
+				while (i < len && depth > 0) {
+					if (sql[i] == '/' && i + 1 < len && sql[i + 1] == '*') {
+						depth++;
+						i += 2;
+					} else if (sql[i] == '*' && i + 1 < len && sql[i + 1] == '/') {
+						depth--;
+						i += 2;
+					} else {
+						i++;
+					}
+				}
+				if (depth > 0) {
+					begin_token(&ns, TK_OTHER);
+					emit_str(&ns, "/*<eof>");
+				}
+				ns.ws = true;
+				continue;
+			}
+			/* fall through */
+		case NC_OP:
+		op: {
+			size_t n = op_len(sql, len, i);
+			begin_token(&ns, TK_OTHER);
+			for (size_t k = 0; k < n; k++)
+				emit(&ns, sql[i + k]);
+			i += n;
+			continue;
+		}
+		case NC_COLON:
+			if (i + 1 < len && sql[i + 1] == ':') {
+				begin_token(&ns, TK_CAST);
+				emit(&ns, ':');
+				emit(&ns, ':');
+				i += 2;
+				continue;
+			}
+			goto other;
+		case NC_CTRL: {
+			/* control bytes (NUL included) outside quotes: kept visible and distinct, never raw */
+			static const char hex[] = "0123456789abcdef";
+			begin_token(&ns, TK_OTHER);
+			emit(&ns, '\\');
+			emit(&ns, 'x');
+			emit(&ns, hex[c >> 4]);
+			emit(&ns, hex[c & 15]);
+			i++;
+			continue;
+		}
+		case NC_QUOTE:
+		case NC_DQUOTE:
+		case NC_DOLLAR:
+			break; /* below */
+		case NC_OTHER:
+		default:
+		other:
+			begin_token(&ns, TK_OTHER);
+			emit(&ns, (char)c);
+			i++;
+			continue;
+		}
+
+		/* quoted strings, quoted identifiers and $ forms */
+		if (c == '\'') {
 			size_t start = i;
 			i = scan_string(&ns, sql, len, i, false, &lv);
 			emit_literal(&ns, &lv, true);
@@ -609,29 +826,6 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 				j++;
 			}
 			i = j;
-		} else if (is_digit(c) || (c == '.' && i + 1 < len && is_digit((unsigned char)sql[i + 1]))) {
-			size_t start = i;
-			while (i < len && is_digit((unsigned char)sql[i]))
-				i++;
-			if (i < len && sql[i] == '.' && !(i + 1 < len && sql[i + 1] == '.')) {
-				i++;
-				while (i < len && is_digit((unsigned char)sql[i]))
-					i++;
-			}
-			if (i < len && (sql[i] == 'e' || sql[i] == 'E')) {
-				size_t j = i + 1;
-				if (j < len && (sql[j] == '+' || sql[j] == '-'))
-					j++;
-				if (j < len && is_digit((unsigned char)sql[j])) {
-					while (j < len && is_digit((unsigned char)sql[j]))
-						j++;
-					i = j;
-				}
-			}
-			lv_init(&lv, sql + start);
-			lv.rawlen = i - start;
-			emit_literal(&ns, &lv, false);
-			lit_record(&ns, &lv, start);
 		} else if (c == '$') {
 			size_t tag = dollar_tag(sql, len, i);
 			if (i + 1 < len && is_digit((unsigned char)sql[i + 1])) {
@@ -657,36 +851,6 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 				emit(&ns, '$');
 				i++;
 			}
-		} else if (c == ':' && i + 1 < len && sql[i + 1] == ':') {
-			begin_token(&ns, TK_CAST);
-			emit(&ns, ':');
-			emit(&ns, ':');
-			i += 2;
-		} else if (c == '(' || c == ')' || c == '[' || c == ']' || c == ',' || c == ';' || c == '.') {
-			enum tokc cls = c == '(' ? TK_OPEN : c == '[' ? TK_OPENB : (c == ')' || c == ']') ? TK_CLOSE
-				      : c == ',' ? TK_COMMA : c == ';' ? TK_SEMI : TK_DOT;
-			begin_token(&ns, cls);
-			emit(&ns, (char)c);
-			i++;
-		} else if (is_op_char(c)) {
-			size_t n = op_len(sql, len, i);
-			begin_token(&ns, TK_OTHER);
-			for (size_t k = 0; k < n; k++)
-				emit(&ns, sql[i + k]);
-			i += n;
-		} else if (c < 0x20 || c == 0x7f) {
-			/* control bytes (NUL included) outside quotes: kept visible and distinct, never raw */
-			static const char hex[] = "0123456789abcdef";
-			begin_token(&ns, TK_OTHER);
-			emit(&ns, '\\');
-			emit(&ns, 'x');
-			emit(&ns, hex[c >> 4]);
-			emit(&ns, hex[c & 15]);
-			i++;
-		} else {
-			begin_token(&ns, TK_OTHER);
-			emit(&ns, (char)c);
-			i++;
 		}
 	}
 	if (ns.outlen > 0)
