@@ -2298,8 +2298,9 @@ struct shape_node {
 	UT_hash_handle hh;                   /* in shape_tab, keyed by s.id */
 	struct shape_node *lru_prev, *lru_next; /* shape LRU list (head = most recent) */
 	struct memo *memos;                  /* memo entries naming this shape (dropped with it) */
+	size_t normlen;                      /* strlen(s.normalized) */
 	bool in_table;
-	/* Whether remembering this shape's exact texts pays: a shape whose texts never repeat (a literal that varies
+	/* Whether remembering this shape's exact texts pays: a shape whose texts rarely repeat (a literal that varies
 	 * per call, like pgbench's account ids) would only churn the memo. Both counts halve now and then so the
 	 * decision follows the workload. */
 	uint32_t memo_added;                 /* texts of this shape put in the memo */
@@ -2315,10 +2316,16 @@ struct memo_lit {
 	bool inblob;
 };
 
-/* The memo's sampling of shapes whose texts do not repeat (memo_insert): after MEMO_MIN_SAMPLES texts of a shape
- * with fewer than one hit per MEMO_MIN_HIT_RATIO of them, only one text in MEMO_SAMPLE is remembered. */
+/* The memo's sampling, so that texts that rarely repeat cost little more than their normalization:
+ * - remembering (memo_insert): after MEMO_MIN_SAMPLES texts of a shape were remembered, if they earned fewer than
+ *   one hit per MEMO_INSERT_HIT_RATIO of them, only one text of the shape in MEMO_SAMPLE is remembered (a remembered
+ *   text costs an allocation, a copy and an eviction: a few tenths of a normalization);
+ * - looking up (memo_should_look): after MEMO_MIN_SAMPLES lookups, if fewer than one in MEMO_LOOKUP_HIT_RATIO hit,
+ *   only one text in MEMO_SAMPLE is hashed and looked up (a lookup costs about a tenth of a normalization).
+ * Both keep sampling, enough to notice when texts start to repeat. */
 #define MEMO_MIN_SAMPLES 64
-#define MEMO_MIN_HIT_RATIO 8
+#define MEMO_INSERT_HIT_RATIO 2
+#define MEMO_LOOKUP_HIT_RATIO 8
 #define MEMO_SAMPLE 16
 #define MEMO_DECAY_AT 1024
 
@@ -2351,6 +2358,9 @@ static struct {
 	struct memo *memo;                   /* memo entries by text hash */
 	struct memo *mlru_head, *mlru_tail;
 	int nmemo;
+	uint32_t mlookups;                   /* memo lookups made (halved now and then) */
+	uint32_t mhits;                      /* those that hit */
+	uint32_t mskipped;                   /* lookups skipped since the last one made */
 	struct override *overrides;
 	int live;                            /* shapes not yet freed (in the table or referenced) */
 } G;
@@ -2432,7 +2442,10 @@ static void shape_evict(struct shape_node *n)
 	shape_unref(&n->s);
 }
 
-static void memo_insert(struct shape_node *n, const char *sql, size_t len, uint64_t h, const struct shape_lits *lits)
+/* Remembers the text sql[0..len) of shape n (or, for a shape whose texts rarely repeat, one in MEMO_SAMPLE).
+ * hashed says whether h is the text's hash already (else it is computed here when needed). */
+static void memo_insert(struct shape_node *n, const char *sql, size_t len, bool hashed, uint64_t h,
+			const struct shape_lits *lits)
 {
 	struct memo *old, *m;
 	size_t bloblen = 0, size;
@@ -2441,7 +2454,7 @@ static void memo_insert(struct shape_node *n, const char *sql, size_t len, uint6
 	if (len > MEMO_MAX_TEXT || G.cfg.max_texts <= 0)
 		return;
 	/* texts of this shape rarely repeat: remember only one in MEMO_SAMPLE, enough to notice when they start to */
-	if (n->memo_added >= MEMO_MIN_SAMPLES && n->memo_hits * MEMO_MIN_HIT_RATIO < n->memo_added &&
+	if (n->memo_added >= MEMO_MIN_SAMPLES && n->memo_hits * MEMO_INSERT_HIT_RATIO < n->memo_added &&
 	    ++n->memo_skipped < MEMO_SAMPLE)
 		return;
 	n->memo_skipped = 0;
@@ -2449,6 +2462,8 @@ static void memo_insert(struct shape_node *n, const char *sql, size_t len, uint6
 		n->memo_added /= 2;
 		n->memo_hits /= 2;
 	}
+	if (!hashed)
+		h = hash_bytes(sql ? sql : "", len);
 	HASH_FIND(hh, G.memo, &h, sizeof(h), old);
 	if (old)
 		memo_free(old); /* same hash, another text (or a stale entry): the newest wins */
@@ -2512,6 +2527,7 @@ void shape_init(const struct shape_config *cfg)
 		shape_shutdown();
 	G.cfg.max_shapes = cfg && cfg->max_shapes > 0 ? cfg->max_shapes : 10000;
 	G.cfg.max_texts = cfg && cfg->max_texts > 0 ? cfg->max_texts : 20000;
+	G.mlookups = G.mhits = G.mskipped = 0;
 	G.inited = true;
 }
 
@@ -2539,6 +2555,7 @@ static struct shape_node *node_new(uint64_t id, const char *norm, size_t normlen
 	n->s.normalized = xmalloc(normlen + 1);
 	memcpy(n->s.normalized, norm, normlen);
 	n->s.normalized[normlen] = '\0';
+	n->normlen = normlen;
 	n->s.refcount = 1;
 	n->s.priv = n;
 	G.live++;
@@ -2575,14 +2592,31 @@ static void table_insert(struct shape_node *n)
 		shape_evict(G.lru_tail);
 }
 
+/* Whether to look this text up in the memo (see MEMO_LOOKUP_HIT_RATIO); counts the lookup when so. */
+static inline bool memo_should_look(void)
+{
+	if (G.nmemo == 0)
+		return false; /* nothing could hit */
+	if (G.mlookups >= MEMO_MIN_SAMPLES && G.mhits * MEMO_LOOKUP_HIT_RATIO < G.mlookups &&
+	    ++G.mskipped < MEMO_SAMPLE)
+		return false;
+	G.mskipped = 0;
+	if (++G.mlookups >= MEMO_DECAY_AT) {
+		G.mlookups /= 2;
+		G.mhits /= 2;
+	}
+	return true;
+}
+
 struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 {
-	struct memo *m;
+	struct memo *m = NULL;
 	struct shape_node *n;
-	uint64_t h, id;
+	uint64_t h = 0, id;
 	char stackbuf[4096], *norm = stackbuf;
 	size_t normlen;
 	struct shape_lits *l = lits ? lits : &scratch_lits;
+	bool looked;
 
 	if (!G.inited)
 		shape_init(NULL);
@@ -2590,9 +2624,13 @@ struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 		len = 0;
 
 	/* hot path: the exact text was seen before */
-	h = hash_bytes(sql ? sql : "", len);
-	HASH_FIND(hh, G.memo, &h, sizeof(h), m);
+	looked = memo_should_look();
+	if (looked) {
+		h = hash_bytes(sql ? sql : "", len);
+		HASH_FIND(hh, G.memo, &h, sizeof(h), m);
+	}
 	if (m && m->len == len && (len == 0 || !memcmp(m->text, sql, len))) {
+		G.mhits++;
 		if (m->node->memo_hits < UINT32_MAX)
 			m->node->memo_hits++;
 		if (G.mlru_head != m) {
@@ -2616,7 +2654,7 @@ struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 		normalize_impl(sql, len, norm, normlen + 1, l, NULL);
 	}
 	HASH_FIND(hh, G.tab, &id, sizeof(id), n);
-	if (n && strcmp(n->s.normalized, norm) != 0) {
+	if (n && (n->normlen != normlen || memcmp(n->s.normalized, norm, normlen) != 0)) {
 		/* two normalized texts with one id: never hand out the other text's classification */
 		struct shape_node *priv = node_new(id, norm, normlen);
 		classify_text(priv, sql, len, l);
@@ -2649,7 +2687,7 @@ struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 	}
 	if (norm != stackbuf)
 		free(norm);
-	memo_insert(n, sql, len, h, l);
+	memo_insert(n, sql, len, looked, h, l);
 	n->s.refcount++;
 	return &n->s;
 }
