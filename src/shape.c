@@ -140,7 +140,7 @@ static inline uint64_t hash_bytes(const void *data, size_t len)
 enum tokc { TK_NONE, TK_WORD, TK_OPEN, TK_OPENB, TK_CLOSE, TK_COMMA, TK_SEMI, TK_DOT, TK_CAST, TK_OTHER };
 
 struct nstate {
-	char *out;                /* output buffer (may be NULL when outlen == 0) */
+	char *restrict out;       /* output buffer (may be NULL when outlen == 0); nothing else is reached through it */
 	size_t outlen;            /* its size */
 	size_t pos;               /* bytes of normalized text produced so far (may exceed outlen) */
 	bool overflowed;          /* out is full: the hash is streamed in hs from then on */
@@ -226,11 +226,11 @@ static inline void begin_token(struct nstate *ns, enum tokc cls)
 }
 
 /* Character classes: bit 1 = may start an identifier, bit 2 = may continue one, bit 4 = blank, bit 8 = may be part
- * of an operator. */
+ * of an operator, bit 16 = lets a multi-character operator end in + or - (see op_len). */
 static const unsigned char char_class[256] = {
 	[' '] = 4, ['\t'] = 4, ['\n'] = 4, ['\r'] = 4, ['\f'] = 4, ['\v'] = 4,
-	['+'] = 8, ['-'] = 8, ['*'] = 8, ['/'] = 8, ['<'] = 8, ['>'] = 8, ['='] = 8, ['~'] = 8, ['!'] = 8, ['@'] = 8,
-	['#'] = 8, ['%'] = 8, ['^'] = 8, ['&'] = 8, ['|'] = 8, ['`'] = 8, ['?'] = 8,
+	['+'] = 8, ['-'] = 8, ['*'] = 8, ['/'] = 8, ['<'] = 8, ['>'] = 8, ['='] = 8, ['~'] = 24, ['!'] = 24, ['@'] = 24,
+	['#'] = 24, ['%'] = 24, ['^'] = 24, ['&'] = 24, ['|'] = 24, ['`'] = 24, ['?'] = 24,
 	['$'] = 2,
 	['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2, ['5'] = 2, ['6'] = 2, ['7'] = 2, ['8'] = 2, ['9'] = 2,
 	['_'] = 3,
@@ -476,13 +476,10 @@ static size_t op_len(const char *sql, size_t len, size_t i)
 	bool special = false;
 
 	while (j < len && is_op_char((unsigned char)sql[j])) {
-		if (j > i && ((sql[j] == '-' && j + 1 < len && sql[j + 1] == '-') ||
-			      (sql[j] == '/' && j + 1 < len && sql[j + 1] == '*')))
-			break;
-		if (j == i && ((sql[j] == '-' && j + 1 < len && sql[j + 1] == '-') ||
-			       (sql[j] == '/' && j + 1 < len && sql[j + 1] == '*')))
-			break;
-		if (strchr("~!@#%^&|`?", sql[j]))
+		if ((sql[j] == '-' && j + 1 < len && sql[j + 1] == '-') ||
+		    (sql[j] == '/' && j + 1 < len && sql[j + 1] == '*'))
+			break; /* a comment starts */
+		if (char_class[(unsigned char)sql[j]] & 16)
 			special = true;
 		j++;
 	}
@@ -608,13 +605,19 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 		unsigned char c = (unsigned char)sql[i];
 		struct litval lv;
 
-		switch ((enum nclass)nclass_tab[c]) {
-		case NC_SPACE:
+		if (nclass_tab[c] == NC_SPACE) {
+			/* blanks before a token: skipped here rather than as a token of their own */
 			ns.ws = true;
 			i++;
 			while (i < len && nclass_tab[(unsigned char)sql[i]] == NC_SPACE)
 				i++;
-			continue;
+			if (i >= len)
+				break;
+			c = (unsigned char)sql[i];
+		}
+		switch ((enum nclass)nclass_tab[c]) {
+		case NC_SPACE:
+			continue; /* not reached: blanks were skipped above */
 		case NC_PREFIX:
 			if (string_prefix(sql, len, i))
 				break; /* a prefixed string or quoted identifier: below */
