@@ -225,6 +225,24 @@ static inline void begin_token(struct nstate *ns, enum tokc cls)
 	ns->ws = false;
 }
 
+/* A one-byte token of class cls (with its separating space). */
+static inline void emit_token1(struct nstate *ns, enum tokc cls, char c)
+{
+	if (ns->pos + 2 < ns->outlen) {
+		/* both fit: no checks */
+		char *o = ns->out + ns->pos;
+		if (space_rule[ns->prev][cls] & (1u | (unsigned)ns->ws << 1))
+			*o++ = ' ';
+		*o++ = c;
+		ns->pos = (size_t)(o - ns->out);
+		ns->prev = cls;
+		ns->ws = false;
+		return;
+	}
+	begin_token(ns, cls);
+	emit(ns, c);
+}
+
 /* Character classes: bit 1 = may start an identifier, bit 2 = may continue one, bit 4 = blank, bit 8 = may be part
  * of an operator, bit 16 = lets a multi-character operator end in + or - (see op_len). */
 static const unsigned char char_class[256] = {
@@ -625,9 +643,13 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 		case NC_WORD: {
 			/* the common case: a keyword or an unquoted identifier */
 			size_t j = i;
-			begin_token(&ns, TK_WORD);
-			if (ns.pos + (len - i) < ns.outlen) {
+			if (ns.pos + 1 + (len - i) < ns.outlen) {
+				/* the space and the whole rest of the text fit: write without checks */
 				char *o = ns.out + ns.pos;
+				if (space_rule[ns.prev][TK_WORD] & (1u | (unsigned)ns.ws << 1))
+					*o++ = ' ';
+				ns.prev = TK_WORD;
+				ns.ws = false;
 				const unsigned char *p = (const unsigned char *)sql + i, *end = (const unsigned char *)sql + len;
 				unsigned char d;
 				/* four bytes per round while the text has them, then byte by byte */
@@ -659,6 +681,7 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 				j = (size_t)(p - (const unsigned char *)sql);
 				ns.pos = (size_t)(o - ns.out);
 			} else {
+				begin_token(&ns, TK_WORD);
 				j = i + 1;
 				while (j < len && is_ident_cont((unsigned char)sql[j]))
 					j++;
@@ -674,8 +697,7 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 		case NC_PUNCT: {
 			enum tokc cls = c == '(' ? TK_OPEN : c == '[' ? TK_OPENB : (c == ')' || c == ']') ? TK_CLOSE
 				      : c == ',' ? TK_COMMA : c == ';' ? TK_SEMI : TK_DOT;
-			begin_token(&ns, cls);
-			emit(&ns, (char)c);
+			emit_token1(&ns, cls, (char)c);
 			i++;
 			continue;
 		}
@@ -699,8 +721,7 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 					i = j;
 				}
 			}
-			begin_token(&ns, TK_OTHER);
-			emit(&ns, '?');
+			emit_token1(&ns, TK_OTHER, '?');
 			lit_record_raw(&ns, sql, start, i);
 			continue;
 		}
@@ -738,6 +759,11 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 		case NC_OP:
 		op: {
 			size_t n = op_len(sql, len, i);
+			if (n == 1) {
+				emit_token1(&ns, TK_OTHER, (char)c);
+				i++;
+				continue;
+			}
 			begin_token(&ns, TK_OTHER);
 			for (size_t k = 0; k < n; k++)
 				emit(&ns, sql[i + k]);
