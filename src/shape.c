@@ -333,15 +333,15 @@ static void lv_word_end(struct litval *lv)
 
 static inline void lv_watch(struct litval *lv, unsigned char c)
 {
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+	if ((unsigned)((c | 0x20) - 'a') < 26) { /* an ASCII letter */
 		if (lv->wlen >= 0 && lv->wlen < (int)sizeof(lv->word) - 1)
 			lv->word[lv->wlen++] = (char)(c | 0x20);
 		else
 			lv->wlen = -1;
-	} else {
-		if (lv->wlen < 0)
-			lv->wlen = 0;
+	} else if (lv->wlen > 0) {
 		lv_word_end(lv);
+	} else {
+		lv->wlen = 0;
 	}
 }
 
