@@ -1156,6 +1156,15 @@ static bool client_vars_sql(const struct client *c, const struct server *sv, cha
 	return used > 0 && used < len;
 }
 
+/* Whether some parameter the client has differs from the server's (the usual answer, no, without building SQL). */
+static bool client_vars_differ(const struct client *c, const struct server *sv)
+{
+	for (int v = 0; v < VAR_COUNT; v++)
+		if (c->vars.set[v] && (!sv->vars.set[v] || strcmp(c->vars.value[v], sv->vars.value[v]) != 0))
+			return true;
+	return false;
+}
+
 /* After a server is linked: starts a SET for parameters that differ; true if the client must wait for it. */
 bool client_sync_vars(struct client *c)
 {
@@ -1165,7 +1174,7 @@ bool client_sync_vars(struct client *c)
 	bool vars;
 
 	sv->query_start = now_usec();
-	vars = client_vars_sql(c, sv, sql, sizeof(sql));
+	vars = client_vars_differ(c, sv) && client_vars_sql(c, sv, sql, sizeof(sql));
 	extra = session_sync_sql(c, sv); /* track_extra_parameters the client SET (session.c) */
 	if (!vars && !extra)
 		return false;

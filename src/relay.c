@@ -1107,6 +1107,19 @@ static enum plan_rc plan_extended(struct client *c)
 	enum plan_rc r;
 	bool synced = false;
 
+	/* The usual batch of a driver runs the unnamed statement again: Parse with the same text, or a Bind of it. When
+	 * that statement's shape is not cacheable, nothing below can change the answer. */
+	if (rc->unnamed && avail >= 7 && shape_ttl(rc->unnamed->shape) <= 0) {
+		size_t blen = (size_t)get_u32(buf + 1) - 4, tlen = rc->unnamed->text_len;
+		const uint8_t *body = buf + 5;
+		if ((buf[0] == FE_PARSE && blen >= tlen + 2 && body[0] == '\0' && body[1 + tlen] == '\0' &&
+		     memcmp(body + 1, rc->unnamed->key, tlen) == 0) ||
+		    (buf[0] == FE_BIND && blen >= 2 && body[0] == '\0' && body[1] == '\0')) {
+			rstats.cache_bypassed++;
+			return PLAN_FORWARD;
+		}
+	}
+
 	/* find the Sync */
 	while (off + 5 <= avail) {
 		const uint8_t *hdr = buf + off;

@@ -92,6 +92,9 @@ struct shape {
 	uint64_t ttl_gen;            /* 0 = none */
 	uint64_t ttl_usec;           /* the TTL decided, 0 = not cacheable */
 	const char *ttl_refusal;     /* the refusal that went with a 0 */
+	/* stats.c's memo of its figures for this shape id, valid while stat_gen equals its table's generation */
+	void *stat_memo;
+	uint64_t stat_gen;           /* 0 = none */
 
 	int refcount;                /* owner: the shape table holds one reference while the shape is in it */
 	/* private to shape.c */

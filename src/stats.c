@@ -13,6 +13,7 @@ struct shape_stat {
 
 static struct shape_stat *shapes;   /* uthash by id, at most STATS_MAX_SHAPES entries */
 static int nshapes;
+static uint64_t shapes_gen = 1;     /* changes when the table is emptied: a shape's stat_memo from before is stale */
 static struct shape_stat other;     /* shapes over the limit, and requests without a shape */
 
 static struct stats_slow_entry slow_ring[STATS_SLOW_RING];
@@ -37,23 +38,27 @@ static void copy_trunc(char *dst, size_t n, const char *src)
 }
 
 /* The entry for a shape, created while the table has room; NULL means "count it in other". */
-static struct shape_stat *shape_stat_get(const struct shape *sh)
+static struct shape_stat *shape_stat_get(struct shape *sh)
 {
 	struct shape_stat *st;
 	uint64_t id;
 	if (!sh || sh->id == 0)
 		return NULL;
+	if (sh->stat_memo && sh->stat_gen == shapes_gen)
+		return sh->stat_memo;
 	id = sh->id;
 	HASH_FIND(hh, shapes, &id, sizeof(id), st);
-	if (st)
-		return st;
-	if (nshapes >= STATS_MAX_SHAPES)
-		return NULL;
-	st = xcalloc(1, sizeof(*st));
-	st->s.id = id;
-	copy_trunc(st->s.query, sizeof(st->s.query), sh->normalized);
-	HASH_ADD(hh, shapes, s.id, sizeof(st->s.id), st);
-	nshapes++;
+	if (!st) {
+		if (nshapes >= STATS_MAX_SHAPES)
+			return NULL;
+		st = xcalloc(1, sizeof(*st));
+		st->s.id = id;
+		copy_trunc(st->s.query, sizeof(st->s.query), sh->normalized);
+		HASH_ADD(hh, shapes, s.id, sizeof(st->s.id), st);
+		nshapes++;
+	}
+	sh->stat_memo = st;
+	sh->stat_gen = shapes_gen;
 	return st;
 }
 
@@ -331,4 +336,5 @@ void stats_shutdown(void)
 		free(st);
 	}
 	nshapes = 0;
+	shapes_gen++;
 }
