@@ -51,6 +51,16 @@ static const struct norm_case norm_cases[] = {
 	{ "$", 0, "$" },
 	{ "$a", 0, "$ a" },
 	{ "'", 0, "?<eof>" },
+	/* words of every length around the normalizer's four-byte steps, and at the very end of the text */
+	{ "SELECT abcd, ABCDE, a_b$1, x9Y, Z FROM t", 0, "select abcd, abcde, a_b$1, x9y, z from t" },
+	{ "select ABCDEFGH", 0, "select abcdefgh" },
+	{ "SELECT caf\xc3\xa9, \xc3\x91" "AME", 0, "select caf\xc3\xa9, \xc3\x91" "ame" }, /* UTF-8 kept, ASCII folded */
+	{ "SELECT(1)", 0, "select(?)" },
+	/* operators: a multi-character one ends in + or - only when it holds one of ~ ! @ # % ^ & | ` ? */
+	{ "SELECT a+-b, c@-d, e<=-1, f*-g, h||-i", 0, "select a + - b, c @- d, e <= - ?, f * - g, h ||- i" },
+	/* time words: whole letter runs of a string, case-insensitive, also across a continuation */
+	{ "SELECT 'no'\n'w', 'nowx', 'yesterdayx', 'YESTERDAY', 'a now b'", 0,
+	  "select 'now?', ?, ?, 'now?', 'now?'" },
 };
 
 static void test_normalize_table(void **state)
@@ -127,6 +137,35 @@ static void test_normalize_truncation_keeps_full_id(void **state)
 	small[0] = 'z';
 	shape_normalize(sql, strlen(sql), small, 1, NULL);
 	assert_int_equal(small[0], '\0');
+}
+
+/* Every output size from 0 to past the full length: the same id, and the longest prefix of the full text that fits
+ * (the normalizer's unchecked fast paths must never write past outlen: the buffer is exactly outlen bytes). */
+static void test_normalize_every_outlen(void **state)
+{
+	static const char *const texts[] = {
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 123456;",
+		"SELECT e.id,e.kind FROM \"Ev\" e WHERE e.s = 'now' AND e.o >= -5 ORDER BY 1",
+		"  x  y\t(z)::int[1] \x01 $1 $$d$$ /* c */ 'a'\n'b' +- @- \xc3\xa9t\xc3\xa9",
+	};
+	(void)state;
+	for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++) {
+		const char *sql = texts[t];
+		char full[512];
+		uint64_t id = shape_normalize(sql, strlen(sql), full, sizeof(full), NULL);
+		size_t flen = strlen(full);
+		for (size_t outlen = 0; outlen <= flen + 2; outlen++) {
+			char *out = outlen ? malloc(outlen) : NULL;
+			struct shape_lits l;
+			assert_true(shape_normalize(sql, strlen(sql), out, outlen, &l) == id);
+			if (out) {
+				size_t want = outlen - 1 < flen ? outlen - 1 : flen;
+				assert_int_equal(strlen(out), want);
+				assert_memory_equal(out, full, want);
+			}
+			free(out);
+		}
+	}
 }
 
 static void test_normalize_huge_input(void **state)
@@ -640,6 +679,48 @@ static void test_lru_bound_and_refcounts(void **state)
 	shape_init(NULL);
 }
 
+/* Texts that never repeat make the memo sample its lookups and insertions: results stay those of the normalizer,
+ * and a text that then repeats is still answered right (from the memo or not). */
+static void test_memo_sampling_keeps_results(void **state)
+{
+	char sql[128];
+	struct shape_lits l;
+	struct shape *first = NULL;
+	(void)state;
+	for (int i = 0; i < 3000; i++) {
+		int n = snprintf(sql, sizeof(sql), "SELECT abalance FROM pgbench_accounts WHERE aid = %d", 100000 + i);
+		struct shape *s = shape_get(sql, (size_t)n, &l);
+		if (!first)
+			first = s;
+		else
+			assert_ptr_equal(s, first); /* one shape, found by id */
+		assert_int_equal(l.n, 1);
+		assert_int_equal(l.v[0].len, 6);
+		assert_ptr_equal(l.v[0].value, sql + l.v[0].location);
+		assert_int_equal(l.v[0].location, (size_t)n - 6);
+		if (i > 0)
+			shape_unref(s); /* the first reference is kept in first */
+	}
+	/* now one text over and over, and another shape in between */
+	for (int i = 0; i < 200; i++) {
+		const char *hot = "SELECT abalance FROM pgbench_accounts WHERE aid = 'x''y'";
+		struct shape *s = shape_get(hot, strlen(hot), &l);
+		assert_ptr_equal(s, first);
+		assert_int_equal(l.n, 1);
+		assert_int_equal(l.v[0].len, 3);
+		assert_memory_equal(l.v[0].value, "x'y", 3);
+		assert_int_equal(l.v[0].location, strlen(hot) - 6);
+		shape_unref(s);
+		const char *upd = "UPDATE t SET v = 1 WHERE k = 2";
+		struct shape *o = shape_get(upd, strlen(upd), &l);
+		assert_int_equal(o->kind, SHAPE_WRITE);
+		assert_int_equal(l.n, 2);
+		assert_memory_equal(l.v[1].value, "2", 1);
+		shape_unref(o);
+	}
+	shape_unref(first);
+}
+
 static bool count_visit(struct shape *s, void *arg)
 {
 	int *n = arg;
@@ -769,6 +850,7 @@ int main(void)
 		cmocka_unit_test(test_normalize_same_and_different_ids),
 		cmocka_unit_test(test_normalize_literals),
 		cmocka_unit_test(test_normalize_truncation_keeps_full_id),
+		cmocka_unit_test(test_normalize_every_outlen),
 		cmocka_unit_test(test_normalize_huge_input),
 		cmocka_unit_test(test_normalize_literal_buffer_full),
 		cmocka_unit_test(test_normalize_random_bytes),
@@ -780,6 +862,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deep_expression_is_opaque, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_memo_hit_returns_same_shape, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_lru_bound_and_refcounts, setup_shapes, teardown_shapes),
+		cmocka_unit_test_setup_teardown(test_memo_sampling_keeps_results, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_foreach_and_count, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_overrides, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_benchmark, setup_shapes, teardown_shapes),
