@@ -652,6 +652,7 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 				ns.ws = false;
 				const unsigned char *p = (const unsigned char *)sql + i, *end = (const unsigned char *)sql + len;
 				unsigned char d;
+			next_word:
 				/* four bytes per round while the text has them, then byte by byte */
 				for (; p + 4 <= end; p += 4, o += 4) {
 					if (!(d = word_byte[p[0]]))
@@ -678,6 +679,33 @@ static uint64_t normalize_impl(const char *sql, size_t len, char *out, size_t ou
 					p++;
 				}
 			word_end:
+				/* the commonest sequences go on without a dispatch: word, one blank, word (always one space
+				 * between two words); word.word (never a space around .); word, one blank, word (a comma gets no
+				 * space before and one after). Each writes one output byte per input byte, so the room check above
+				 * still covers them. */
+				if (p + 1 < end) {
+					const unsigned char *w;
+					unsigned char b = *p, k;
+					if (nclass_tab[b] == NC_SPACE || b == '.')
+						w = p + 1;
+					else if (b == ',' && p + 2 < end && nclass_tab[p[1]] == NC_SPACE)
+						w = p + 2;
+					else
+						goto word_done;
+					k = nclass_tab[*w];
+					if (k == NC_WORD ||
+					    (k == NC_PREFIX && !string_prefix(sql, len, (size_t)(w - (const unsigned char *)sql)))) {
+						if (b == ',') {
+							*o++ = ',';
+							*o++ = ' ';
+						} else {
+							*o++ = b == '.' ? '.' : ' ';
+						}
+						p = w;
+						goto next_word;
+					}
+				}
+			word_done:
 				j = (size_t)(p - (const unsigned char *)sql);
 				ns.pos = (size_t)(o - ns.out);
 			} else {

@@ -56,6 +56,11 @@ static const struct norm_case norm_cases[] = {
 	{ "select ABCDEFGH", 0, "select abcdefgh" },
 	{ "SELECT caf\xc3\xa9, \xc3\x91" "AME", 0, "select caf\xc3\xa9, \xc3\x91" "ame" }, /* UTF-8 kept, ASCII folded */
 	{ "SELECT(1)", 0, "select(?)" },
+	/* word-to-word sequences the normalizer takes without a dispatch, next to ones it must not */
+	{ "SELECT a.b, c.d,e . f FROM t x, u y WHERE x.e=y.f", 0, "select a.b, c.d, e.f from t x, u y where x.e = y.f" },
+	{ "select e.x, n.y, b.z, x.w, u.v, e.e'str', n 'a', b x'1f', u u&'x', u&\"q\" ,x", 0,
+	  "select e.x, n.y, b.z, x.w, u.v, e.?, n ?, b ?, u ?, u&\"q\", x" },
+	{ "select a,\tb, c.5, d ,e", 0, "select a, b, c ?, d, e" },
 	/* operators: a multi-character one ends in + or - only when it holds one of ~ ! @ # % ^ & | ` ? */
 	{ "SELECT a+-b, c@-d, e<=-1, f*-g, h||-i", 0, "select a + - b, c @- d, e <= - ?, f * - g, h ||- i" },
 	/* time words: whole letter runs of a string, case-insensitive, also across a continuation */
