@@ -491,7 +491,7 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 	c->s.bytes_in += (uint64_t)n;
 	if (c->pool)
 		c->pool->stat_bytes_in += (uint64_t)n;
-	c->last_active = now_usec();
+	c->last_active = now_cached();
 	client_process(c);
 }
 
@@ -1173,7 +1173,7 @@ bool client_sync_vars(struct client *c)
 	char *extra;
 	bool vars;
 
-	sv->query_start = now_usec();
+	sv->query_start = now_cached();
 	vars = client_vars_differ(c, sv) && client_vars_sql(c, sv, sql, sizeof(sql));
 	extra = session_sync_sql(c, sv); /* track_extra_parameters the client SET (session.c) */
 	if (!vars && !extra)

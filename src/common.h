@@ -30,6 +30,18 @@ static inline usec_t now_usec(void)
 	return (usec_t)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
 }
 
+/* The event loop's clock: read at most once per loop iteration (main.c clears loop_clock before each one), as
+ * PgBouncer's cached time. For timestamps that timeouts and wait statistics compare (last_active, request_time,
+ * link_time, last_used); query durations, which must be exact, use now_usec(). Mixing is safe one way: a cached
+ * value is never later than now_usec(), so now_usec() - cached >= 0. */
+extern usec_t loop_clock;
+static inline usec_t now_cached(void)
+{
+	if (!loop_clock)
+		loop_clock = now_usec();
+	return loop_clock;
+}
+
 /* Wall clock in microseconds since the epoch. */
 static inline usec_t wall_usec(void)
 {

@@ -55,6 +55,8 @@ void log_write(enum log_level lvl, const char *fmt, ...)
 			fprintf(stderr, "%s.%03d %d %s %s\n", stamp, (int)(tv.tv_usec / 1000), (int)getpid(), level_names[lvl], msg);
 }
 
+usec_t loop_clock;
+
 void *xmalloc(size_t n)
 {
 	void *p = malloc(n ? n : 1);

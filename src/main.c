@@ -626,7 +626,12 @@ int main(int argc, char **argv)
 		event_add(ev_signals[i], NULL);
 	}
 	log_info("parley %s started (pid %d), %s pooling", PACKAGE_VERSION, (int)getpid(), pool_mode_name(g.cfg.pool_mode));
-	event_base_dispatch(g.base);
+	/* One iteration at a time, so the cached clock (now_cached) is read afresh once per iteration. */
+	for (;;) {
+		loop_clock = 0;
+		if (event_base_loop(g.base, EVLOOP_ONCE) != 0 || event_base_got_exit(g.base) || event_base_got_break(g.base))
+			break;
+	}
 
 	parley_stop_listening();
 	close_everything();

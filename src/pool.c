@@ -306,13 +306,13 @@ void pool_launch_if_needed(struct pool *p)
 /* Links sv and c (both in the same pool). */
 static void link_pair(struct server *sv, struct client *c)
 {
-	usec_t now = now_usec();
+	usec_t now = now_cached();
 	sv->client = c;
 	c->server = sv;
 	sv->link_time = now;
 	sv->expect_rfq = 0;
 	server_change_state(sv, SV_ACTIVE);
-	stats_client_waited(c->pool, c->state == CL_WAITING ? now - c->request_time : 0);
+	stats_client_waited(c->pool, c->state == CL_WAITING && now > c->request_time ? now - c->request_time : 0);
 	pool_client_change_state(c, CL_ACTIVE);
 	server_resume_reading(sv);
 }
@@ -329,7 +329,7 @@ bool pool_request_server(struct client *c)
 	struct pool *p = c->pool;
 	if (!list_empty(&p->servers_idle) && g.shutdown != SHUTDOWN_SAFE && !p->paused) {
 		struct server *sv = list_first_entry(&p->servers_idle, struct server, node);
-		usec_t now = now_usec();
+		usec_t now = now_cached();
 		if (server_needs_check(sv, now)) {
 			/* c waits while the check runs; pool_server_ready then gives it this server, or a failed check
 			 * closes the server and another one is opened for c */
@@ -347,7 +347,7 @@ bool pool_request_server(struct client *c)
 		return false;
 	}
 	pool_client_change_state(c, CL_WAITING);
-	c->request_time = now_usec();
+	c->request_time = now_cached();
 	/* Reading stays on while c waits (two epoll_ctl calls fewer per wait): what it sends meanwhile is buffered by
 	 * client_process up to OUTBUF_HIGH_WATER, and a client that hangs up leaves the queue at once. */
 	pool_launch_if_needed(p);
@@ -357,7 +357,7 @@ bool pool_request_server(struct client *c)
 void pool_server_ready(struct server *sv)
 {
 	struct pool *p = sv->pool;
-	usec_t now = now_usec();
+	usec_t now = now_cached();
 
 	if (sv->dirty) {
 		server_disconnect(sv, "server connection is dirty");

@@ -1797,7 +1797,7 @@ void relay_client_input(struct client *c)
 				rc->planned = true;
 		}
 		if (!sv) {
-			c->request_time = now_usec();
+			c->request_time = now_cached();
 			if (!pool_request_server(c) || client_sync_vars(c))
 				return;
 			sv = c->server;
