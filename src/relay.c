@@ -273,6 +273,11 @@ struct relay_client {
 	struct event *wait_timer;       /* bounds the wait */
 	struct wrec *tx_writes;         /* writes of the open transaction, applied again when it ends */
 	struct bbuf key;                /* cache key under construction */
+	/* The shape plan_query found for the Query at the head of the input, for forward_message when that same message
+	 * goes to a server, possibly after a wait for one (so a text is classified once, not twice) */
+	struct shape *memo_sh;          /* reference, or NULL */
+	const char *memo_text;          /* where the text was in the input buffer (same message only if unmoved) */
+	size_t memo_tlen;
 };
 
 static struct relay_stats rstats;
@@ -1019,37 +1024,38 @@ static enum plan_rc lookup_and_act(struct client *c, struct shape *sh, const str
 	return PLAN_FORWARD;
 }
 
-/* The shape plan_query found for the Query at the head of one client's input, handed to forward_message when that
- * same message is forwarded (so a query's text is hashed and looked up once, not twice). It is used only for the
- * same client and the same text at the same address in its input buffer; anything else ignores it. */
+/* The literals plan_query found in the text of one client's Query (struct shape_lits is 4 KB: one copy, kept for
+ * the last client planned; the shape itself is remembered per client in memo_sh). */
 static struct {
-	const struct client *c;          /* whose Query, or NULL */
-	const char *text;                /* where the text was in c's input buffer */
-	size_t tlen;
-	struct shape *sh;                /* reference, or NULL */
+	const struct client *owner;      /* whose Query they belong to, or NULL */
 	struct shape_lits lits;          /* the text's literals (may point into the text) */
-} plan_memo;
+} plan_lits;
 
-static void plan_memo_drop(void)
+static void memo_drop(struct relay_client *rc)
 {
-	if (plan_memo.sh)
-		shape_unref(plan_memo.sh);
-	plan_memo.sh = NULL;
-	plan_memo.c = NULL;
+	if (rc->memo_sh)
+		shape_unref(rc->memo_sh);
+	rc->memo_sh = NULL;
 }
 
 /* Ends plan_query: a forwarded Query keeps its shape for forward_message, other outcomes drop the reference. */
 static enum plan_rc plan_query_done(struct client *c, const char *text, size_t tlen, struct shape *sh, enum plan_rc r)
 {
+	struct relay_client *rc = rc_of(c);
 	if (r != PLAN_FORWARD) {
 		shape_unref(sh);
 		return r;
 	}
-	plan_memo.c = c;
-	plan_memo.text = text;
-	plan_memo.tlen = tlen;
-	plan_memo.sh = sh;
+	rc->memo_sh = sh;
+	rc->memo_text = text;
+	rc->memo_tlen = tlen;
 	return r;
+}
+
+/* Whether forwarding a statement of this kind reads its literals (the rows a write touches). */
+static bool kind_uses_literals(enum shape_kind k)
+{
+	return k != SHAPE_READ && k != SHAPE_SET && k != SHAPE_SET_ROLE && k != SHAPE_OTHER;
 }
 
 static enum plan_rc plan_query(struct client *c, uint32_t mlen)
@@ -1060,7 +1066,7 @@ static enum plan_rc plan_query(struct client *c, uint32_t mlen)
 	size_t tlen = mlen - 6;
 	struct shape *sh;
 	usec_t ttl;
-	struct shape_lits *lits = &plan_memo.lits;
+	struct shape_lits *lits = &plan_lits.lits;
 	struct pin_values pv = { NULL, 0, NULL };
 	struct cache_dep deps[CACHE_MAX_DEPS];
 	int ndeps;
@@ -1068,7 +1074,8 @@ static enum plan_rc plan_query(struct client *c, uint32_t mlen)
 
 	if (!msg || msg[mlen - 1] != '\0' || memchr(text, '\0', tlen))
 		return PLAN_FORWARD;
-	plan_memo_drop();
+	memo_drop(rc);
+	plan_lits.owner = c;
 	sh = shape_get(text, tlen, lits);
 	ttl = shape_ttl(sh);
 	if (ttl <= 0) {
@@ -1505,13 +1512,20 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 				disconnect_malformed(c, "Query");
 				return false;
 			}
-			if (plan_memo.sh && plan_memo.c == c && plan_memo.text == text && plan_memo.tlen == blen - 1) {
-				/* plan_query looked at this very message: take its shape and literals */
-				sh = plan_memo.sh;
-				pv.lits = &plan_memo.lits;
-				plan_memo.sh = NULL;
-				plan_memo.c = NULL;
+			if (rc->memo_sh && rc->memo_text == text && rc->memo_tlen == blen - 1 &&
+			    (plan_lits.owner == c || !kind_uses_literals(rc->memo_sh->kind))) {
+				/* plan_query looked at this very message: take its shape (and its literals, still there
+				 * unless another client was planned meanwhile, when they are not needed) */
+				sh = rc->memo_sh;
+				rc->memo_sh = NULL;
+				if (plan_lits.owner == c) {
+					pv.lits = &plan_lits.lits;
+					plan_lits.owner = NULL;
+				} else {
+					lits.n = 0;
+				}
 			} else {
+				memo_drop(rc);
 				sh = shape_get(text, blen - 1, &lits);
 			}
 			note_statement(c, sv, grp, sh, text, blen - 1, &pv);
@@ -2108,10 +2122,11 @@ out:
 void relay_client_free(struct client *c)
 {
 	struct relay_client *rc = c->rc;
-	if (plan_memo.c == c)
-		plan_memo_drop();
+	if (plan_lits.owner == c)
+		plan_lits.owner = NULL;
 	if (!rc)
 		return;
+	memo_drop(rc);
 	if (rc->waiter)
 		cache_wait_cancel(rc->waiter);
 	if (rc->plan_flight)
