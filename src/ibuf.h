@@ -6,7 +6,8 @@
 /* Bytes [head, tail) of data are read and not yet consumed. Messages are parsed where they lie: a message that
  * arrived whole is contiguous, with no copy and no chain walk (PgBouncer's sbuf works this way; libevent's evbuffer,
  * which parley used before, allocated a chain per read and freed it per send). Pointers into the buffer stay valid
- * until the next ibuf_space (the only call that moves or reallocates the bytes). */
+ * until the next ibuf_space (which may move or reallocate the bytes) or a drain that empties it (which releases the
+ * block). */
 struct ibuf {
 	uint8_t *data;   /* heap block of cap bytes, NULL until the first read */
 	size_t head;     /* offset of the first unconsumed byte */
@@ -14,11 +15,10 @@ struct ibuf {
 	size_t cap;      /* size of data */
 };
 
-/* Size of a connection's first block; enough for the usual request or reply, so most connections never grow it. */
+/* Size of a connection's block; enough for the usual request or reply, so most connections never grow it. A block is
+ * released whenever the buffer empties (a pool of free blocks makes taking one back cheap), so idle connections hold
+ * none, and a block grown for a large message goes back to malloc. */
 #define IBUF_INITIAL 4096
-/* A block grown above this is freed when it empties, so a connection that once moved a large message does not keep
- * the memory. */
-#define IBUF_KEEP_MAX (64 * 1024)
 
 static inline size_t ibuf_len(const struct ibuf *b)
 {
@@ -31,18 +31,15 @@ static inline uint8_t *ibuf_ptr(const struct ibuf *b)
 	return b->data + b->head;
 }
 
+/* Empties the buffer and gives its block back (to the free pool, or to malloc when it was grown). */
+void ibuf_release(struct ibuf *b);
+
 /* Consumes n bytes (n <= ibuf_len) from the front. */
 static inline void ibuf_drain(struct ibuf *b, size_t n)
 {
 	b->head += n;
-	if (b->head >= b->tail) {
-		b->head = b->tail = 0;
-		if (b->cap > IBUF_KEEP_MAX) {
-			free(b->data);
-			b->data = NULL;
-			b->cap = 0;
-		}
-	}
+	if (b->head >= b->tail)
+		ibuf_release(b);
 }
 
 /* Copies n bytes (n <= ibuf_len) from the front to dst and consumes them. */
@@ -66,5 +63,9 @@ static inline void ibuf_commit(struct ibuf *b, size_t n)
 void ibuf_add(struct ibuf *b, const void *src, size_t n);
 
 void ibuf_free(struct ibuf *b);
+
+/* Blocks in the free pool (for tests), and freeing them all (at exit). */
+int ibuf_pool_count(void);
+void ibuf_pool_clear(void);
 
 #endif

@@ -641,6 +641,7 @@ int main(int argc, char **argv)
 	event_free(ev_stats);
 	metrics_stop();
 	stats_shutdown();
+	ibuf_pool_clear();
 	event_free(g.ev_reaper);
 	g.ev_reaper = NULL;
 	pool_free_all();

@@ -6,8 +6,9 @@
 # table with the ratio parley/pgbouncer. Nothing here fails on a timing: it reports.
 #
 # Each configuration runs BENCH_ROUNDS times with the poolers alternating which goes first; the table shows the
-# median tps of each and, per round, the range of parley/pgbouncer ratios (a single run on a shared 2-core machine
-# varies by 10 % or more from one minute to the next).
+# median tps of each, their ratio, and the median and range of the per-round parley/pgbouncer ratios (each compares
+# two neighbouring runs, so it is the figure least moved by drift: a single run on a shared 2-core machine varies by
+# 10 % or more from one minute to the next).
 #
 # Environment: BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3), BENCH_CLIENTS (default "32 500"), BENCH_POOL_SIZE (default 20),
 #              BENCH_SCALE (default 10), PARLEY_BIN (default ./parley), BENCH_MODES (default "simple extended"),
@@ -114,7 +115,7 @@ run() { # target port clients mode script -> tps
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '%-12s %-9s %7s %12s %12s %12s %10s %15s\n' script mode clients direct pgbouncer parley parley/pgb "rounds min-max"
+printf '%-12s %-9s %7s %12s %12s %12s %10s %12s %15s\n' script mode clients direct pgbouncer parley parley/pgb "round median" "rounds min-max"
 for script in $SCRIPTS; do
 	for mode in $MODES; do
 		for c in $CLIENTS; do
@@ -136,7 +137,8 @@ for script in $SCRIPTS; do
 			d=$(median "${ds[@]}") b=$(median "${bs[@]}") p=$(median "${ps[@]}")
 			ratio=$(awk -v p="$p" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", p / b; else print "n/a" }')
 			spread=$(printf '%s\n' "${rs[@]}" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }')
-			printf '%-12s %-9s %7s %12.0f %12.0f %12.0f %10s %15s\n' "$script" "$mode" "$c" "$d" "$b" "$p" "$ratio" "$spread"
+			rmed=$(printf '%.2f' "$(median "${rs[@]}")")
+			printf '%-12s %-9s %7s %12.0f %12.0f %12.0f %10s %12s %15s\n' "$script" "$mode" "$c" "$d" "$b" "$p" "$ratio" "$rmed" "$spread"
 		done
 	done
 done

@@ -1,4 +1,5 @@
-/* test_ibuf.c — cmocka tests for the contiguous input buffer: growth, reuse of the consumed front, release. */
+/* test_ibuf.c — cmocka tests for the contiguous input buffer: growth, reuse of the consumed front, release and reuse
+ * of blocks. */
 #include "ibuf.h"
 #include <setjmp.h>
 #include <stdarg.h>
@@ -51,43 +52,60 @@ static void test_split_message_becomes_contiguous(void **state)
 	ibuf_free(&b);
 }
 
-static void test_drain_to_empty_rewinds(void **state)
+/* Draining to empty gives the block back: an idle connection holds no buffer, and the next read of any connection
+ * takes that block again from the free pool. */
+static void test_drain_to_empty_releases_block(void **state)
 {
-	struct ibuf b = { 0 };
+	struct ibuf b = { 0 }, other = { 0 };
 	uint8_t buf[64] = { 1, 2, 3, 4, 5 };
-	uint8_t got[3];
+	uint8_t got[3], *block;
+	size_t space;
+	int pooled;
 	(void)state;
+	ibuf_pool_clear();
 	ibuf_add(&b, buf, 5);
+	block = b.data;
 	ibuf_remove(&b, got, 3);
 	assert_int_equal(got[0], 1);
 	assert_int_equal(got[2], 3);
 	assert_int_equal(b.head, 3);
+	assert_ptr_equal(b.data, block);	/* not empty: kept */
+	pooled = ibuf_pool_count();
 	ibuf_drain(&b, 2);
 	assert_int_equal(ibuf_len(&b), 0);
-	assert_int_equal(b.head, 0);
-	assert_int_equal(b.tail, 0);
-	assert_non_null(b.data);	/* a small block is kept for the next read */
+	assert_null(b.data);
+	assert_int_equal(ibuf_pool_count(), pooled + 1);
+	assert_ptr_equal(ibuf_space(&other, 100, &space), block);	/* reused, not a new allocation */
+	assert_int_equal(space, IBUF_INITIAL);
+	assert_int_equal(ibuf_pool_count(), pooled);
+	ibuf_free(&other);
 	ibuf_free(&b);
+	ibuf_pool_clear();
+	assert_int_equal(ibuf_pool_count(), 0);
 }
 
-/* A block grown for a large message is released once it is empty, and the next read starts small again. */
+/* A block grown for a large message goes back to malloc once it is empty, and the next read starts small again. */
 static void test_large_block_released_when_empty(void **state)
 {
 	struct ibuf b = { 0 };
-	size_t n = 3 * IBUF_KEEP_MAX;
+	size_t n = 16 * IBUF_INITIAL;
 	uint8_t *big = malloc(n);
 	(void)state;
 	assert_non_null(big);
+	ibuf_pool_clear();
 	memset(big, 'x', n);
 	ibuf_add(&b, big, n);
 	assert_true(b.cap >= n);
 	ibuf_drain(&b, n - 1);
 	assert_non_null(b.data);	/* one byte left: kept */
+	assert_int_equal(*ibuf_ptr(&b), 'x');
 	ibuf_drain(&b, 1);
 	assert_null(b.data);
 	assert_int_equal(b.cap, 0);
+	assert_int_equal(ibuf_pool_count(), 0);	/* not pooled: only blocks of the initial size are */
 	assert_int_equal(read_in(&b, big, 1, 1), IBUF_INITIAL);
 	ibuf_free(&b);
+	ibuf_pool_clear();
 	free(big);
 }
 
@@ -96,7 +114,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_first_read_allocates_initial_block),
 		cmocka_unit_test(test_split_message_becomes_contiguous),
-		cmocka_unit_test(test_drain_to_empty_rewinds),
+		cmocka_unit_test(test_drain_to_empty_releases_block),
 		cmocka_unit_test(test_large_block_released_when_empty),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
