@@ -144,20 +144,29 @@ static uint64_t hash64(const void *data, size_t len)
 static struct cache_table *table_get(const char *name, bool create)
 {
 	char sbuf[128], *low;
+	const char *key = name;
 	size_t n, i;
+	bool upper = false;
 	struct cache_table *t = NULL;
 
 	if (!name)
 		return NULL;
-	n = strlen(name);
-	low = n < sizeof(sbuf) ? sbuf : xmalloc(n + 1);
-	for (i = 0; i < n; i++)
-		low[i] = (char)tolower((unsigned char)name[i]);
-	low[n] = '\0';
-	HASH_FIND(hh, cache.tables, low, n, t);
+	/* names from the shapes are lower case already (the normalizer folds unquoted identifiers): copy only when
+	 * there is an upper-case ASCII letter to fold (every write looks its tables up, several times per transaction) */
+	for (n = 0; name[n]; n++)
+		upper |= name[n] >= 'A' && name[n] <= 'Z';
+	low = sbuf;
+	if (upper) {
+		low = n < sizeof(sbuf) ? sbuf : xmalloc(n + 1);
+		for (i = 0; i < n; i++)
+			low[i] = (char)tolower((unsigned char)name[i]);
+		low[n] = '\0';
+		key = low;
+	}
+	HASH_FIND(hh, cache.tables, key, n, t);
 	if (!t && create) {
 		t = xcalloc(1, sizeof(*t));
-		t->name = xstrdup(low);
+		t->name = xstrdup(key);
 		t->ttl_sec = -1;
 		list_init(&t->links);
 		HASH_ADD_KEYPTR(hh, cache.tables, t->name, n, t);

@@ -164,17 +164,17 @@ struct wrec {
 	bool applied;                            /* already applied at a CommandComplete */
 	char table[SHAPE_NAME_MAX];
 	int nrows;                               /* 0 = the whole table */
-	int nvals;
-	char **vals;                             /* heap copies the rows point into (nvals), or NULL */
 	struct shape *shape;                     /* reference: the rows' column names point into it */
-	struct cache_write_row rows[];           /* room for the rows wrec_new was asked for (none for table level) */
+	struct cache_write_row rows[];           /* room for the rows wrec_new was asked for (none for table level), then
+						  * the copies of the pinned values the rows point to */
 };
 
-/* A new write record at the front of *list with room for maxrows row descriptions (only the fixed part is zeroed:
- * a record used to carry room for SHAPE_MAX_ROWS rows, and zeroing those 3 KB on every write showed in profiles). */
-static struct wrec *wrec_new(struct wrec **list, int maxrows)
+/* A new write record at the front of *list with room for maxrows row descriptions and vbytes of value copies after
+ * them, in one allocation (only the fixed part is zeroed: a record used to carry room for SHAPE_MAX_ROWS rows, and
+ * zeroing those 3 KB on every write showed in profiles; one allocation per value showed too). */
+static struct wrec *wrec_new(struct wrec **list, int maxrows, size_t vbytes)
 {
-	struct wrec *w = xmalloc(sizeof(*w) + (size_t)maxrows * sizeof(w->rows[0]));
+	struct wrec *w = xmalloc(sizeof(*w) + (size_t)maxrows * sizeof(w->rows[0]) + vbytes);
 	memset(w, 0, sizeof(*w));
 	w->next = *list;
 	*list = w;
@@ -184,16 +184,13 @@ static struct wrec *wrec_new(struct wrec **list, int maxrows)
 /* A write of unknown scope (a function call, a statement parley cannot see into): every table. */
 static void wrec_all_tables(struct wrec **list)
 {
-	wrec_new(list, 0)->all_tables = true;
+	wrec_new(list, 0, 0)->all_tables = true;
 }
 
 static void wrec_free_list(struct wrec *w)
 {
 	while (w) {
 		struct wrec *n = w->next;
-		for (int i = 0; i < w->nvals; i++)
-			free(w->vals[i]);
-		free(w->vals);
 		if (w->shape)
 			shape_unref(w->shape);
 		free(w);
@@ -639,12 +636,23 @@ static void note_writes(struct group *grp, struct shape *sh, const struct pin_va
 	}
 	for (int t = 0; t < sh->nwritten; t++) {
 		int maxrows = table_level ? 0 : sh->nrows < SHAPE_MAX_ROWS ? sh->nrows : SHAPE_MAX_ROWS;
-		struct wrec *w = wrec_new(&grp->writes, maxrows);
+		size_t vbytes = 0;
+		struct wrec *w;
+		char *vp;
+		for (int r = 0; r < maxrows; r++) {
+			for (int i = 0; i < sh->rows[r].npins && i < 16; i++) {
+				const char *v;
+				size_t vl;
+				if (pin_value(&sh->rows[r].pins[i], pv, &v, &vl))
+					vbytes += vl + 1;
+			}
+		}
+		w = wrec_new(&grp->writes, maxrows, vbytes);
+		vp = (char *)&w->rows[maxrows];
 		strlcpy_ok(w->table, sh->written[t], sizeof(w->table));
 		if (!table_level) {
 			shape_ref(sh);
 			w->shape = sh;
-			w->vals = xmalloc(sizeof(*w->vals) * (size_t)maxrows * 16);
 			for (int r = 0; r < maxrows; r++) {
 				const struct shape_write_row *sr = &sh->rows[r];
 				struct cache_write_row *cr = &w->rows[w->nrows];
@@ -655,10 +663,10 @@ static void note_writes(struct group *grp, struct shape *sh, const struct pin_va
 					char *copy;
 					if (!pin_value(&sr->pins[i], pv, &v, &vl))
 						continue;
-					copy = xmalloc(vl + 1);
+					copy = vp;
 					memcpy(copy, v, vl);
 					copy[vl] = '\0';
-					w->vals[w->nvals++] = copy;
+					vp += vl + 1;
 					cr->pins[cr->npins].col = sr->pins[i].column;
 					cr->pins[cr->npins].val = copy;
 					cr->pins[cr->npins].val_len = vl;
