@@ -2349,6 +2349,7 @@ static void classify(struct shape *s, const char *sql, const struct shape_lits *
 /* Shape table (by id, LRU), exact-text memo (LRU) and overrides. Single-threaded: the event loop calls us.       */
 
 struct memo;
+struct tmpl;
 
 struct shape_node {
 	struct shape s;                      /* the public part; s.priv points back at this node */
@@ -2363,6 +2364,7 @@ struct shape_node {
 	uint32_t memo_added;                 /* texts of this shape put in the memo */
 	uint32_t memo_hits;                  /* lookups that found one of them */
 	uint32_t memo_skipped;               /* texts not remembered since the last one that was */
+	struct tmpl *tmpl;                   /* this shape's template (see struct tmpl), or NULL; only while in_table */
 };
 
 /* Literal of a remembered text: where its value is (in the text or in the memo's blob). */
@@ -2400,6 +2402,28 @@ struct memo {
 	char text[];                         /* the exact text */
 };
 
+/* Template match: a text whose literals vary per call (pgbench -M simple: "... WHERE aid = 12345;") misses the memo
+ * every time, so it would be normalized every time. A template is the raw text last normalized for a shape, when
+ * every literal of it is a plain unsigned decimal integer (a slice of the text, digits only). A new text matches when
+ * its bytes equal the template's outside those literals and each literal span holds one or more digits: the
+ * normalizer then lexes it into exactly the same tokens (everything before a span is the same bytes, a digit starts
+ * a number whatever its value, and where the number ends depends only on the bytes after the span, which are the
+ * same), so the same normalized text, the same shape, and literals at the shifted offsets. Strings are not served:
+ * their contents change the literal's value (escapes) and the shape ('now'). Templates sit in TMPL_SLOTS slots keyed
+ * by a hash of the text before its first digit byte; a template belongs to its shape node and dies when the shape
+ * leaves the table, so a slot never names a freed or evicted shape. */
+#define TMPL_SLOTS 256             /* power of two */
+#define TMPL_MAX_TEXT 4096         /* longer texts get no template */
+
+struct tmpl {
+	struct shape_node *node;     /* the shape (in the table while the template exists) */
+	unsigned slot;               /* its index in G.tslot */
+	size_t len;                  /* text length */
+	int nlits;                   /* literals (1..SHAPE_MAX_LITERALS-1), all digit runs */
+	uint32_t *span;              /* nlits pairs (offset, length) into text, in order; inside this allocation */
+	char text[];                 /* the raw text */
+};
+
 struct override {
 	uint64_t id;
 	int ttl;
@@ -2420,7 +2444,13 @@ static struct {
 	uint32_t mskipped;                   /* lookups skipped since the last one made */
 	struct override *overrides;
 	int live;                            /* shapes not yet freed (in the table or referenced) */
+	struct shape_node *tslot[TMPL_SLOTS]; /* shapes with a template, by slot (see struct tmpl) */
+	int ntmpl;                           /* templates alive */
 } G;
+
+#ifdef SHAPE_TMPL_COUNT
+uint64_t shape_tmpl_hits; /* texts answered by a template (differential checks only) */
+#endif
 
 static struct shape_lits scratch_lits; /* used when the caller passes no lits */
 
@@ -2487,9 +2517,112 @@ static void memo_free(struct memo *m)
 	free(m);
 }
 
-/* Removes a shape from the table (dropping the table's reference and every memo entry naming it). */
+/* Drops shape n's template, if any. */
+static void tmpl_drop(struct shape_node *n)
+{
+	struct tmpl *t = n->tmpl;
+
+	if (!t)
+		return;
+	if (G.tslot[t->slot] == n)
+		G.tslot[t->slot] = NULL;
+	n->tmpl = NULL;
+	G.ntmpl--;
+	free(t);
+}
+
+/* Index of the first ASCII digit of sql[0..len), or len when there is none. */
+static inline size_t first_digit(const char *sql, size_t len)
+{
+	size_t i = 0;
+	while (i < len && (unsigned)((unsigned char)sql[i] - '0') >= 10)
+		i++;
+	return i;
+}
+
+/* The template slot of a text whose first digit is at p (see struct tmpl). */
+static inline unsigned tmpl_slot(const char *sql, size_t p)
+{
+	uint64_t h = hash_bytes(sql, p);
+	return (unsigned)((h ^ (h >> 29)) & (TMPL_SLOTS - 1));
+}
+
+/* Whether sql[0..len) matches template t; if so, fills lits exactly as the normalizer would have (l->n is left
+ * alone otherwise, and l's entries may have been written). */
+static bool tmpl_match(const struct tmpl *t, const char *sql, size_t len, struct shape_lits *l)
+{
+	size_t pi = 0, ti = 0;
+
+	for (int k = 0; k < t->nlits; k++) {
+		size_t start = t->span[2 * k], seg = start - pi;
+		if (len - ti < seg + 1 || memcmp(sql + ti, t->text + pi, seg) != 0)
+			return false;
+		ti += seg;
+		start = ti;
+		while (ti < len && (unsigned)((unsigned char)sql[ti] - '0') < 10)
+			ti++;
+		if (ti == start)
+			return false;
+		l->v[k].value = sql + start;
+		l->v[k].len = ti - start;
+		l->v[k].location = start;
+		pi = t->span[2 * k] + t->span[2 * k + 1];
+	}
+	if (len - ti != t->len - pi || memcmp(sql + ti, t->text + pi, len - ti) != 0)
+		return false;
+	l->n = t->nlits;
+	return true;
+}
+
+/* Makes sql[0..len), just normalized into lits for shape n (in the table), the template of n in slot slot, when it
+ * qualifies: a parsed shape, every literal recorded and a digit run that is a slice of the text. */
+static void tmpl_make(struct shape_node *n, const char *sql, size_t len, const struct shape_lits *l, unsigned slot)
+{
+	struct tmpl *t;
+	size_t size;
+	int marks = 0;
+
+	if (n->s.kind == SHAPE_UNPARSED || len > TMPL_MAX_TEXT || l->n <= 0 || l->n >= SHAPE_MAX_LITERALS)
+		return;
+	for (int k = 0; k < l->n; k++) {
+		if (l->v[k].len == 0 || l->v[k].value != sql + l->v[k].location)
+			return;
+		if (k > 0 && l->v[k].location < l->v[k - 1].location + l->v[k - 1].len)
+			return;
+		for (size_t j = 0; j < l->v[k].len; j++)
+			if ((unsigned)((unsigned char)l->v[k].value[j] - '0') >= 10)
+				return;
+	}
+	/* one '?' per recorded literal and no other: no literal went unrecorded (a full lits->buf) and no ? operator */
+	for (const char *q = n->s.normalized; (q = strchr(q, '?')) != NULL; q++)
+		marks++;
+	if (marks != l->n)
+		return;
+	tmpl_drop(n); /* the newest text of the shape wins */
+	if (G.tslot[slot])
+		tmpl_drop(G.tslot[slot]);
+	size = sizeof(*t) + len;
+	size = (size + 7) & ~(size_t)7;
+	t = xmalloc(size + (size_t)l->n * 2 * sizeof(uint32_t));
+	t->node = n;
+	t->slot = slot;
+	t->len = len;
+	t->nlits = l->n;
+	t->span = (uint32_t *)((char *)t + size);
+	memcpy(t->text, sql, len);
+	for (int k = 0; k < l->n; k++) {
+		t->span[2 * k] = (uint32_t)l->v[k].location;
+		t->span[2 * k + 1] = (uint32_t)l->v[k].len;
+	}
+	n->tmpl = t;
+	G.tslot[slot] = n;
+	G.ntmpl++;
+}
+
+/* Removes a shape from the table (dropping the table's reference, its template and every memo entry naming it). */
 static void shape_evict(struct shape_node *n)
 {
+	tmpl_drop(n);
 	while (n->memos)
 		memo_free(n->memos);
 	HASH_DEL(G.tab, n);
@@ -2673,7 +2806,8 @@ struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 	char stackbuf[4096], *norm = stackbuf;
 	size_t normlen;
 	struct shape_lits *l = lits ? lits : &scratch_lits;
-	bool looked;
+	bool looked, tslot_known = false;
+	unsigned slot = 0;
 
 	if (!G.inited)
 		shape_init(NULL);
@@ -2702,6 +2836,29 @@ struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 			memo_fill_lits(m, sql, lits);
 		m->node->s.refcount++;
 		return &m->node->s;
+	}
+
+	/* a text that differs from a template only in its integer literals: the template's shape, no normalization */
+	if (G.ntmpl > 0) {
+		size_t p = first_digit(sql, len);
+		if (p < len) {
+			slot = tmpl_slot(sql, p);
+			tslot_known = true;
+			n = G.tslot[slot];
+			if (n && tmpl_match(n->tmpl, sql, len, l)) {
+#ifdef SHAPE_TMPL_COUNT
+				shape_tmpl_hits++;
+#endif
+				if (G.lru_head != n) {
+					shape_lru_unlink(n);
+					shape_lru_push(n);
+				}
+				memo_insert(n, sql, len, looked, h, l);
+				n->s.refcount++;
+				return &n->s;
+			}
+			n = NULL;
+		}
 	}
 
 	/* normalize, then find the shape by id or classify it */
@@ -2745,6 +2902,15 @@ struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 	if (norm != stackbuf)
 		free(norm);
 	memo_insert(n, sql, len, looked, h, l);
+	if (l->n > 0 && len <= TMPL_MAX_TEXT) {
+		if (!tslot_known) {
+			size_t p = first_digit(sql, len);
+			if (p < len)
+				tmpl_make(n, sql, len, l, tmpl_slot(sql, p));
+		} else {
+			tmpl_make(n, sql, len, l, slot);
+		}
+	}
 	n->s.refcount++;
 	return &n->s;
 }

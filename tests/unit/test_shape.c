@@ -726,6 +726,154 @@ static void test_memo_sampling_keeps_results(void **state)
 	shape_unref(first);
 }
 
+/* ---- template match: texts that differ from a recent one only in integer literals ---- */
+
+/* shape_get(sql) gives what the normalizer gives: id, normalized text, literals (values, lengths, offsets). Returns
+ * the shape (a reference the caller releases). */
+static struct shape *get_checked(const char *sql, size_t len)
+{
+	static struct shape_lits l, ln;
+	static char norm[4096];
+	memset(&l, 0x5a, sizeof(l));
+	struct shape *s = shape_get(sql, len, &l);
+	uint64_t id = shape_normalize(sql, len, norm, sizeof(norm), &ln);
+	assert_true(s->id == id);
+	assert_string_equal(s->normalized, norm);
+	assert_int_equal(l.n, ln.n);
+	for (int i = 0; i < l.n; i++) {
+		assert_int_equal(l.v[i].location, ln.v[i].location);
+		assert_int_equal(l.v[i].len, ln.v[i].len);
+		assert_memory_equal(l.v[i].value, ln.v[i].value, l.v[i].len);
+		if (ln.v[i].value == sql + ln.v[i].location)
+			assert_ptr_equal(l.v[i].value, sql + l.v[i].location);
+	}
+	return s;
+}
+
+/* Texts of one structure whose integers change (pgbench -M simple): one shape, the literals of each text. */
+static void test_template_hit(void **state)
+{
+	static const char *const texts[] = {
+		"UPDATE pgbench_accounts SET abalance = abalance + 17 WHERE aid = 123456;",
+		"UPDATE pgbench_accounts SET abalance = abalance + 4999 WHERE aid = 1;",
+		"UPDATE pgbench_accounts SET abalance = abalance + 0 WHERE aid = 98765432109876543210987654321;",
+		"UPDATE pgbench_accounts SET abalance = abalance + 00017 WHERE aid = 5;",
+	};
+	(void)state;
+	struct shape *first = get_checked(texts[0], strlen(texts[0]));
+	assert_int_equal(first->kind, SHAPE_WRITE);
+	assert_string_equal(first->normalized, "update pgbench_accounts set abalance = abalance + ? where aid = ?;");
+	for (int round = 0; round < 3; round++)
+		for (size_t i = 1; i < sizeof(texts) / sizeof(texts[0]); i++) {
+			struct shape *s = get_checked(texts[i], strlen(texts[i]));
+			assert_ptr_equal(s, first);
+			shape_unref(s);
+		}
+	assert_int_equal(first->refcount, 2); /* the table's and ours: a template holds none */
+	/* a string literal of the same structure: the normalizer's answer, the string's value */
+	const char *str = "SELECT abalance FROM pgbench_accounts WHERE aid = 5";
+	const char *str2 = "SELECT abalance FROM pgbench_accounts WHERE aid = 'x''y'";
+	struct shape *a = get_checked(str, strlen(str)), *b = get_checked(str2, strlen(str2));
+	assert_ptr_equal(a, b);
+	shape_unref(a);
+	shape_unref(b);
+	shape_unref(first);
+}
+
+/* Texts that look like a template's but are not one token of digits where it had one: each is what the normalizer
+ * says (another shape, or the same shape with other literals), never the template's shape with cut literals. */
+static void test_template_fallbacks(void **state)
+{
+	static const char *const variants[] = {
+		"SELECT * FROM parlant_agent WHERE n = 1abc AND m = 7",   /* the number ends, a word follows */
+		"SELECT * FROM parlant_agent WHERE n = 1.5 AND m = 7",    /* same shape, literal 1.5 */
+		"SELECT * FROM parlant_agent WHERE n = 1. AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 1e5 AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 1E+5 AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 1e AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 1..2 AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 1$ AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 1_000 AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = -1 AND m = 7",     /* structure differs */
+		"SELECT * FROM parlant_agent WHERE n = .5 AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = $1 AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 'x' AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = '' AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 'it''s' AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 'a\\b' AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = E'a\\'b' AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 'now' AND m = 7",  /* a time word: a shape of its own */
+		"SELECT * FROM parlant_agent WHERE n = 'Today' AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 12 AND m = 7 ",    /* longer than the template */
+		"SELECT * FROM parlant_agent WHERE n = 12 AND m = ",      /* shorter */
+		"SELECT * FROM parlant_agent WHERE n = 12 AND  m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 1 -- c\n AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 1/* c */AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 1::int AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n = 1 1 AND m = 7",
+		"SELECT * FROM parlant_agent WHERE n =  AND m = 7",       /* no digit where the template has its literal */
+		"SELECT * FROM parlant_agent WHERE n = 12 AND m = 7abc",  /* more after the last literal */
+		"SELECT * FROM parlant_agent WHERE n = 12 AND m = 7.5",
+		"SELECT * FROM parlant_agent WHERE n = 12 AND m = 7 OR n = 2",
+	};
+	const char *base = "SELECT * FROM parlant_agent WHERE n = 12 AND m = 7";
+	const char nul[] = "SELECT * FROM parlant_agent WHERE n = 1\0002 AND m = 7";
+	(void)state;
+	struct shape *b = get_checked(base, strlen(base));
+	assert_int_equal(b->kind, SHAPE_READ);
+	for (size_t i = 0; i < sizeof(variants) / sizeof(variants[0]); i++) {
+		/* the base text's template is the latest for its shape each time */
+		char again[64];
+		int n = snprintf(again, sizeof(again), "SELECT * FROM parlant_agent WHERE n = %zu AND m = 7", 100 + i);
+		shape_unref(get_checked(again, (size_t)n));
+		struct shape *s = get_checked(variants[i], strlen(variants[i]));
+		if (strstr(variants[i], "'now'") || strstr(variants[i], "'Today'")) {
+			assert_ptr_not_equal(s, b);
+			assert_true(s->has_volatile);
+		}
+		shape_unref(s);
+	}
+	/* an empty literal between two others */
+	shape_unref(get_checked("SELECT a FROM t WHERE b = 1 + 2 + 3", 35));
+	shape_unref(get_checked("SELECT a FROM t WHERE b = 1 +  + 3", 34));
+	struct shape *z = get_checked(nul, sizeof(nul) - 1);
+	assert_int_equal(z->kind, SHAPE_UNPARSED);
+	shape_unref(z);
+	/* a text with a NUL after the digits where the template has none, and the other way round */
+	const char nul2[] = "SELECT * FROM parlant_agent WHERE n = 12\0 AND m = 7";
+	z = get_checked(nul2, sizeof(nul2) - 1);
+	assert_int_equal(z->kind, SHAPE_UNPARSED);
+	shape_unref(z);
+	const char nul3[] = "SELECT * FROM parlant_agent WHERE n = 13\0 AND m = 7";
+	z = get_checked(nul3, sizeof(nul3) - 1);
+	assert_int_equal(z->kind, SHAPE_UNPARSED);
+	assert_string_equal(z->not_cacheable, "contains a NUL byte");
+	shape_unref(z);
+	shape_unref(b);
+}
+
+/* A shape evicted from the table takes its template with it: a text of its structure afterwards gets a fresh shape,
+ * and the evicted one (still referenced) is left alone. */
+static void test_template_dies_with_shape(void **state)
+{
+	struct shape_config cfg = { .max_shapes = 2, .max_texts = 4 };
+	(void)state;
+	shape_init(&cfg);
+	struct shape *old = get_checked("SELECT v FROM kv WHERE k = 1", 28);
+	shape_unref(get_checked("SELECT v FROM kv WHERE k = 22", 29));
+	shape_unref(get_checked("SELECT 1 FROM other1", 20));
+	shape_unref(get_checked("SELECT 2 FROM other2", 20));
+	assert_int_equal(old->refcount, 1); /* evicted: only ours */
+	struct shape *s = get_checked("SELECT v FROM kv WHERE k = 333", 30);
+	assert_ptr_not_equal(s, old);
+	assert_true(s->id == old->id);
+	assert_int_equal(s->refcount, 2);
+	shape_unref(s);
+	shape_unref(old);
+	shape_shutdown();
+	shape_init(NULL);
+}
+
 static bool count_visit(struct shape *s, void *arg)
 {
 	int *n = arg;
@@ -868,6 +1016,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_memo_hit_returns_same_shape, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_lru_bound_and_refcounts, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_memo_sampling_keeps_results, setup_shapes, teardown_shapes),
+		cmocka_unit_test_setup_teardown(test_template_hit, setup_shapes, teardown_shapes),
+		cmocka_unit_test_setup_teardown(test_template_fallbacks, setup_shapes, teardown_shapes),
+		cmocka_unit_test_setup_teardown(test_template_dies_with_shape, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_foreach_and_count, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_overrides, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_benchmark, setup_shapes, teardown_shapes),
