@@ -141,6 +141,9 @@ static uint64_t hash64(const void *data, size_t len)
 /* ---- tables ---- */
 
 /* The table named name (compared lower-cased); created when create is set, else NULL when unknown. */
+/* Changes whenever the set of tables does (a table added, all freed): a remembered lookup from before is stale. */
+static uint64_t tables_gen = 1;
+
 static struct cache_table *table_get(const char *name, bool create)
 {
 	char sbuf[128], *low;
@@ -170,6 +173,7 @@ static struct cache_table *table_get(const char *name, bool create)
 		t->ttl_sec = -1;
 		list_init(&t->links);
 		HASH_ADD_KEYPTR(hh, cache.tables, t->name, n, t);
+		tables_gen++;
 	}
 	if (low != sbuf)
 		free(low);
@@ -379,6 +383,7 @@ void cache_shutdown(void)
 		free(t->name);
 		free(t);
 	}
+	tables_gen++;
 	HASH_CLEAR(hh, cache.entries);
 	memset(&cache.cfg, 0, sizeof(cache.cfg));
 	memset(&cache.st, 0, sizeof(cache.st));
@@ -855,17 +860,29 @@ static uint64_t invalidate_table(struct cache_table *t, const struct cache_write
 	return n;
 }
 
-uint64_t cache_invalidate(const char *table, const struct cache_write_row *rows, int nrows)
+uint64_t cache_invalidate_memo(const char *table, const struct cache_write_row *rows, int nrows, void **memo,
+			       uint64_t *memo_gen)
 {
-	/* A table no fill has named cannot be in a snapshot or an entry: nothing to bump or remove. */
-	struct cache_table *t = table_get(table, false);
+	struct cache_table *t;
 	uint64_t n;
 
+	if (*memo_gen != tables_gen) {
+		*memo = table_get(table, false);
+		*memo_gen = tables_gen;
+	}
+	t = *memo;
 	if (!t)
-		return 0;
+		return 0;	/* a table no fill has named cannot be in a snapshot or an entry: nothing to bump or remove */
 	n = invalidate_table(t, rows, nrows, RM_INVALIDATION);
 	t->invalidations += n;
 	return n;
+}
+
+uint64_t cache_invalidate(const char *table, const struct cache_write_row *rows, int nrows)
+{
+	void *memo = NULL;
+	uint64_t gen = 0;
+	return cache_invalidate_memo(table, rows, nrows, &memo, &gen);
 }
 
 uint64_t cache_invalidate_all(void)

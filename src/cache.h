@@ -134,6 +134,10 @@ void cache_entry_write(struct cache_entry *e, struct evbuffer *out);
  * cache_canon_value; it survives the write if it survives every row. rows == NULL or nrows == 0: every entry of the
  * table. Returns entries removed. */
 uint64_t cache_invalidate(const char *table, const struct cache_write_row *rows, int nrows);
+/* The same, for a caller that invalidates one table several times (a write at its CommandComplete, its
+ * ReadyForQuery and its transaction's end): *memo and *memo_gen (start both at NULL/0) remember the name's lookup. */
+uint64_t cache_invalidate_memo(const char *table, const struct cache_write_row *rows, int nrows, void **memo,
+			       uint64_t *memo_gen);
 /* Everything (DDL of unknown scope, feed loss): bumps every generation. */
 uint64_t cache_invalidate_all(void);
 /* CACHE FLUSH [table]: like invalidation, counted as a flush. */

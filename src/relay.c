@@ -164,6 +164,8 @@ struct wrec {
 	bool applied;                            /* already applied at a CommandComplete */
 	char table[SHAPE_NAME_MAX];
 	int nrows;                               /* 0 = the whole table */
+	void *ctable;                            /* cache_invalidate_memo's memo of the table's lookup */
+	uint64_t ctable_gen;
 	struct shape *shape;                     /* reference: the rows' column names point into it */
 	struct cache_write_row rows[];           /* room for the rows wrec_new was asked for (none for table level), then
 						  * the copies of the pinned values the rows point to */
@@ -203,7 +205,7 @@ static void wrec_apply(struct wrec *w)
 	if (w->all_tables)
 		cache_invalidate_all();
 	else
-		cache_invalidate(w->table, w->nrows ? w->rows : NULL, w->nrows);
+		cache_invalidate_memo(w->table, w->nrows ? w->rows : NULL, w->nrows, &w->ctable, &w->ctable_gen);
 	w->applied = true;
 }
 

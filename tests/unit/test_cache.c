@@ -621,6 +621,28 @@ static void test_flush_and_tables(void **state)
 	assert_identity();
 }
 
+/* A write record remembers its table's lookup across its repeated invalidations: a table that did not exist at the
+ * first one is still found once a fill has created it, and a remembered table keeps being invalidated. */
+static void test_invalidate_memo(void **state)
+{
+	struct cache_dep d = { .table = "parlant_event" };
+	void *memo = NULL;
+	uint64_t gen = 0;
+
+	(void)state;
+	assert_int_equal(cache_invalidate_memo("parlant_event", NULL, 0, &memo, &gen), 0);
+	assert_null(memo);
+	assert_true(store("e1", &d, 1, "x", SEC, 0));	/* the fill creates the table */
+	assert_int_equal(cache_invalidate_memo("parlant_event", NULL, 0, &memo, &gen), 1);
+	assert_non_null(memo);
+	assert_false(present("e1", 0));
+	assert_true(store("e1", &d, 1, "y", SEC, 0));
+	assert_true(store("e2", &d, 1, "z", SEC, 0));
+	assert_int_equal(cache_invalidate_memo("parlant_event", NULL, 0, &memo, &gen), 2);
+	assert_int_equal(stats().invalidations, 3);
+	assert_identity();
+}
+
 static void test_policy(void **state)
 {
 	struct cache_table_stats ts;
@@ -926,6 +948,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hit_miss, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_off, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_invalidate_memo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_canon_value, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_and_sweep, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
