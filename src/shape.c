@@ -2409,10 +2409,10 @@ struct memo {
  * normalizer then lexes it into exactly the same tokens (everything before a span is the same bytes, a digit starts
  * a number whatever its value, and where the number ends depends only on the bytes after the span, which are the
  * same), so the same normalized text, the same shape, and literals at the shifted offsets. Strings are not served:
- * their contents change the literal's value (escapes) and the shape ('now'). Templates sit in TMPL_SLOTS slots keyed
- * by a hash of the text before its first digit byte; a template belongs to its shape node and dies when the shape
+ * their contents change the literal's value (escapes) and the shape ('now'). Templates sit in TMPL_SLOTS slots, two
+ * ways per hash of the text before its first digit byte (two busy shapes with one hash do not evict each other); a template belongs to its shape node and dies when the shape
  * leaves the table, so a slot never names a freed or evicted shape. */
-#define TMPL_SLOTS 256             /* power of two */
+#define TMPL_SLOTS 256             /* power of two: TMPL_SLOTS / 2 pairs of ways */
 #define TMPL_MAX_TEXT 4096         /* longer texts get no template */
 
 struct tmpl {
@@ -2445,6 +2445,7 @@ static struct {
 	struct override *overrides;
 	int live;                            /* shapes not yet freed (in the table or referenced) */
 	struct shape_node *tslot[TMPL_SLOTS]; /* shapes with a template, by slot (see struct tmpl) */
+	unsigned char tlast[TMPL_SLOTS / 2];  /* per pair of ways: the one used last (made or matched) */
 	int ntmpl;                           /* templates alive */
 } G;
 
@@ -2531,20 +2532,31 @@ static void tmpl_drop(struct shape_node *n)
 	free(t);
 }
 
-/* Index of the first ASCII digit of sql[0..len), or len when there is none. */
+/* Whether one of the 8 bytes of x is an ASCII digit ("hasbetween" of Bit Twiddling Hacks, bytes strictly between
+ * '0' - 1 and '9' + 1; no carry or borrow crosses a byte, and bytes >= 0x80 are masked out by ~x). */
+static inline bool word_has_digit(uint64_t x)
+{
+	const uint64_t ones = 0x0101010101010101ULL;
+	return ((ones * (127 + ('9' + 1)) - (x & ones * 127)) & ~x & ((x & ones * 127) + ones * (127 - ('0' - 1))) &
+		ones * 128) != 0;
+}
+
+/* Index of the first ASCII digit of sql[0..len), or len when there is none (8 bytes per step until one has it). */
 static inline size_t first_digit(const char *sql, size_t len)
 {
 	size_t i = 0;
+	while (i + 8 <= len && !word_has_digit(load_le64((const unsigned char *)sql + i)))
+		i += 8;
 	while (i < len && (unsigned)((unsigned char)sql[i] - '0') >= 10)
 		i++;
 	return i;
 }
 
-/* The template slot of a text whose first digit is at p (see struct tmpl). */
+/* The first of the two template slots of a text whose first digit is at p (see struct tmpl). */
 static inline unsigned tmpl_slot(const char *sql, size_t p)
 {
 	uint64_t h = hash_bytes(sql, p);
-	return (unsigned)((h ^ (h >> 29)) & (TMPL_SLOTS - 1));
+	return (unsigned)((h ^ (h >> 29)) & (TMPL_SLOTS - 2));
 }
 
 /* Whether sql[0..len) matches template t; if so, fills lits exactly as the normalizer would have (l->n is left
@@ -2574,8 +2586,9 @@ static bool tmpl_match(const struct tmpl *t, const char *sql, size_t len, struct
 	return true;
 }
 
-/* Makes sql[0..len), just normalized into lits for shape n (in the table), the template of n in slot slot, when it
- * qualifies: a parsed shape, every literal recorded and a digit run that is a slice of the text. */
+/* Makes sql[0..len), just normalized into lits for shape n (in the table), the template of n in the pair of slots
+ * that starts at slot, when it qualifies: a parsed shape, every literal recorded and a digit run that is a slice of
+ * the text. It takes n's own slot in the pair, else an empty one, else the one not used last. */
 static void tmpl_make(struct shape_node *n, const char *sql, size_t len, const struct shape_lits *l, unsigned slot)
 {
 	struct tmpl *t;
@@ -2598,9 +2611,13 @@ static void tmpl_make(struct shape_node *n, const char *sql, size_t len, const s
 		marks++;
 	if (marks != l->n)
 		return;
+	if (G.tslot[slot] != n && (G.tslot[slot + 1] == n || (G.tslot[slot] && (!G.tslot[slot + 1] ||
+										  G.tlast[slot / 2] == 0))))
+		slot++;
 	tmpl_drop(n); /* the newest text of the shape wins */
 	if (G.tslot[slot])
 		tmpl_drop(G.tslot[slot]);
+	G.tlast[slot / 2] = (unsigned char)(slot & 1);
 	size = sizeof(*t) + len;
 	size = (size + 7) & ~(size_t)7;
 	t = xmalloc(size + (size_t)l->n * 2 * sizeof(uint32_t));
@@ -2845,7 +2862,16 @@ struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 			slot = tmpl_slot(sql, p);
 			tslot_known = true;
 			n = G.tslot[slot];
-			if (n && tmpl_match(n->tmpl, sql, len, l)) {
+			if (!(n && tmpl_match(n->tmpl, sql, len, l))) {
+				n = G.tslot[slot + 1];
+				if (n && tmpl_match(n->tmpl, sql, len, l))
+					G.tlast[slot / 2] = 1;
+				else
+					n = NULL;
+			} else {
+				G.tlast[slot / 2] = 0;
+			}
+			if (n) {
 #ifdef SHAPE_TMPL_COUNT
 				shape_tmpl_hits++;
 #endif

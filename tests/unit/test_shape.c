@@ -852,6 +852,30 @@ static void test_template_fallbacks(void **state)
 	shape_unref(b);
 }
 
+/* Texts of several structures that share the bytes before their first digit (one pair of template slots), in turn:
+ * each is what the normalizer says, whichever template is in the pair. */
+static void test_template_shared_prefix(void **state)
+{
+	static const char *const tail[] = { "", " AND b = ", " OR b = ", " LIMIT " };
+	char sql[96];
+	struct shape *first[4] = { NULL };
+	(void)state;
+	for (int i = 0; i < 200; i++) {
+		int k = (i * 7 + i / 5) % 4;
+		int n = k ? snprintf(sql, sizeof(sql), "SELECT * FROM t WHERE a = %d%s%d", i * 37, tail[k], 1000000 - i)
+			  : snprintf(sql, sizeof(sql), "SELECT * FROM t WHERE a = %d", i * 37);
+		struct shape *s = get_checked(sql, (size_t)n);
+		if (!first[k])
+			first[k] = s;
+		else {
+			assert_ptr_equal(s, first[k]);
+			shape_unref(s);
+		}
+	}
+	for (int k = 0; k < 4; k++)
+		shape_unref(first[k]);
+}
+
 /* A shape evicted from the table takes its template with it: a text of its structure afterwards gets a fresh shape,
  * and the evicted one (still referenced) is left alone. */
 static void test_template_dies_with_shape(void **state)
@@ -1018,6 +1042,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_memo_sampling_keeps_results, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_template_hit, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_template_fallbacks, setup_shapes, teardown_shapes),
+		cmocka_unit_test_setup_teardown(test_template_shared_prefix, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_template_dies_with_shape, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_foreach_and_count, setup_shapes, teardown_shapes),
 		cmocka_unit_test_setup_teardown(test_overrides, setup_shapes, teardown_shapes),
