@@ -95,14 +95,20 @@ struct stmt_def {
 static struct stmt_def *stmt_defs;
 static uint64_t stmt_next_seq = 1;
 
+/* Whether d is the definition of text + types. */
+static bool stmt_def_is(const struct stmt_def *d, const char *text, size_t tlen, const uint8_t *types, size_t typlen)
+{
+	return d->text_len == tlen && d->keylen == tlen + 1 + typlen && memcmp(d->key, text, tlen) == 0 &&
+	       memcmp(d->key + tlen + 1, types, typlen) == 0;
+}
+
 /* The definition of text + types, new or shared (a reference). hint, if not NULL, is tried first without hashing:
  * drivers send the same unnamed Parse again and again. */
 static struct stmt_def *stmt_def_get(struct stmt_def *hint, const char *text, size_t tlen, const uint8_t *types,
 				     size_t typlen)
 {
 	struct stmt_def *d;
-	if (hint && hint->text_len == tlen && hint->keylen == tlen + 1 + typlen && memcmp(hint->key, text, tlen) == 0 &&
-	    memcmp(hint->key + tlen + 1, types, typlen) == 0) {
+	if (hint && stmt_def_is(hint, text, tlen, types, typlen)) {
 		hint->refs++;
 		return hint;
 	}
@@ -141,6 +147,7 @@ static void stmt_def_unref(struct stmt_def *d)
 	free(d->key);
 	free(d);
 }
+
 
 /* A named statement of one client. */
 struct client_stmt {
@@ -252,6 +259,8 @@ struct relay_server {
 	bool cur_fill;                  /* the message being streamed goes into the head group's fill */
 };
 
+#define RELAY_RECENT_DEFS 8
+
 struct relay_client {
 	struct client_stmt *stmts;      /* named statements, by name */
 	struct stmt_def *unnamed;       /* the unnamed statement (last unnamed Parse), reference or NULL */
@@ -275,6 +284,10 @@ struct relay_client {
 	/* The shape plan_query found for the Query at the head of the input, for forward_message when that same message
 	 * goes to a server, possibly after a wait for one (so a text is classified once, not twice) */
 	struct shape *memo_sh;          /* reference, or NULL */
+	/* definitions of the client's recent unnamed Parse messages, most recent first (references): drivers cycle
+	 * through a few texts (pgbench's TPC-B, seven), found here by a compare instead of a hash and a rebuild */
+	struct stmt_def *recent[RELAY_RECENT_DEFS];
+	int nrecent;
 	const char *memo_text;          /* where the text was in the input buffer (same message only if unmoved) */
 	size_t memo_tlen;
 };
@@ -291,6 +304,30 @@ static struct relay_client *rc_of(struct client *c)
 	if (!c->rc)
 		c->rc = xcalloc(1, sizeof(*c->rc));
 	return c->rc;
+}
+
+/* stmt_def_get for an unnamed Parse (a reference for the caller): the client's recent definitions first. */
+static struct stmt_def *unnamed_def_get(struct relay_client *rc, const char *text, size_t tlen, const uint8_t *types,
+					size_t typlen)
+{
+	struct stmt_def *d;
+	for (int i = 0; i < rc->nrecent; i++) {
+		d = rc->recent[i];
+		if (stmt_def_is(d, text, tlen, types, typlen)) {
+			memmove(&rc->recent[1], &rc->recent[0], (size_t)i * sizeof(rc->recent[0]));
+			rc->recent[0] = d;
+			d->refs++;
+			return d;
+		}
+	}
+	d = stmt_def_get(NULL, text, tlen, types, typlen);
+	if (rc->nrecent == RELAY_RECENT_DEFS)
+		stmt_def_unref(rc->recent[--rc->nrecent]);
+	memmove(&rc->recent[1], &rc->recent[0], (size_t)rc->nrecent * sizeof(rc->recent[0]));
+	rc->recent[0] = d;
+	rc->nrecent++;
+	d->refs++;
+	return d;
 }
 
 static struct relay_server *rs_of(struct server *sv)
@@ -1124,14 +1161,23 @@ static enum plan_rc plan_extended(struct client *c)
 	enum plan_rc r;
 	bool synced = false;
 
-	/* The usual batch of a driver runs the unnamed statement again: Parse with the same text, or a Bind of it. When
-	 * that statement's shape is not cacheable, nothing below can change the answer. */
-	if (rc->unnamed && avail >= 7 && shape_ttl(rc->unnamed->shape) <= 0) {
-		size_t blen = (size_t)get_u32(buf + 1) - 4, tlen = rc->unnamed->text_len;
+	/* The usual batch of a driver runs one of its recent unnamed statements again: a Parse of a text seen lately,
+	 * or a Bind of the unnamed statement. When that text's shape is not cacheable, nothing below can change the
+	 * answer. */
+	if (avail >= 7) {
+		size_t blen = (size_t)get_u32(buf + 1) - 4;
 		const uint8_t *body = buf + 5;
-		if ((buf[0] == FE_PARSE && blen >= tlen + 2 && body[0] == '\0' && body[1 + tlen] == '\0' &&
-		     memcmp(body + 1, rc->unnamed->key, tlen) == 0) ||
-		    (buf[0] == FE_BIND && blen >= 2 && body[0] == '\0' && body[1] == '\0')) {
+		const struct stmt_def *known = NULL;
+		if (buf[0] == FE_PARSE && blen >= 2 && body[0] == '\0') {
+			for (int i = 0; i < rc->nrecent && !known; i++) {
+				size_t tlen = rc->recent[i]->text_len;
+				if (blen >= tlen + 2 && body[1 + tlen] == '\0' && memcmp(body + 1, rc->recent[i]->key, tlen) == 0)
+					known = rc->recent[i];
+			}
+		} else if (buf[0] == FE_BIND && blen >= 2 && body[0] == '\0' && body[1] == '\0') {
+			known = rc->unnamed;
+		}
+		if (known && shape_ttl(known->shape) <= 0) {
 			rstats.cache_bypassed++;
 			return PLAN_FORWARD;
 		}
@@ -1213,7 +1259,8 @@ static enum plan_rc plan_extended(struct client *c)
 				if (s)
 					return PLAN_FORWARD; /* redefining a name: let the server say what it thinks */
 			}
-			def = stmt_def_get(rc->unnamed, ptext, strlen(ptext), parse + tpos, (size_t)ntypes * 4 + 2);
+			def = *pname ? stmt_def_get(NULL, ptext, strlen(ptext), parse + tpos, (size_t)ntypes * 4 + 2) :
+				       unnamed_def_get(rc, ptext, strlen(ptext), parse + tpos, (size_t)ntypes * 4 + 2);
 			parse_name = pname;
 		} else if (*bstmt) {
 			struct client_stmt *s;
@@ -1563,7 +1610,8 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			disconnect_malformed(c, "Parse");
 			return false;
 		}
-		def = stmt_def_get(*name ? NULL : rc->unnamed, text, strlen(text), body + tpos, (size_t)ntypes * 4 + 2);
+		def = *name ? stmt_def_get(NULL, text, strlen(text), body + tpos, (size_t)ntypes * 4 + 2) :
+			      unnamed_def_get(rc, text, strlen(text), body + tpos, (size_t)ntypes * 4 + 2);
 		{
 			char *repl = session_unsafe_parse(c, def->shape, text, strlen(text));
 			if (repl) {
@@ -2151,6 +2199,8 @@ void relay_client_free(struct client *c)
 	wrec_free_list(rc->tx_writes);
 	client_forget_statements(rc);
 	stmt_def_unref(rc->unnamed);
+	for (int i = 0; i < rc->nrecent; i++)
+		stmt_def_unref(rc->recent[i]);
 	if (rc->portal_shape)
 		shape_unref(rc->portal_shape);
 	free(rc->key.p);
