@@ -83,7 +83,8 @@ struct sock {
 	bool reading;                /* ev_read is armed */
 	bool writing;                /* ev_write is armed */
 	uint32_t pkt_remain;         /* bytes of the message being passed through still to move */
-	uint32_t read_size;          /* bytes sock_read asks for next: grows while reads fill it, shrinks when they don't */
+	uint32_t read_size;          /* free space sock_read makes sure of before a read: grows while reads fill the buffer,
+				      * shrinks when they don't */
 	SSL *ssl;                    /* TLS session (owned; freed by sock_close), or NULL for plain TCP */
 	bool tls_read_wants_write;   /* an SSL_read stopped until the socket is writable: the write event retries it */
 	bool tls_write_wants_read;   /* an SSL_write stopped until the socket is readable: the read event retries it */
@@ -256,7 +257,7 @@ void sock_close(struct sock *s);
 void sock_want_read(struct sock *s, bool on);
 /* Tries to write s->out now; arms the write event for what remains. Returns 0, or -1 on a socket error. */
 int sock_flush(struct sock *s) MUST_CHECK;
-/* Reads what the socket has into s->in with one read(): bytes read, 0 at end of file, or -1 with errno set
+/* Reads what the socket has into s->in with one recv() (SSL_read for TLS): bytes read, 0 at end of file, or -1 with errno set
  * (EAGAIN/EWOULDBLOCK/EINTR when there is nothing to read now). */
 int sock_read(struct sock *s) MUST_CHECK;
 int sock_flush_quiet(struct sock *s);
