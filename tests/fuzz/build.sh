@@ -28,7 +28,7 @@ declare -A SOURCES=(
 	[fuzz_scram]="log auth scram"
 	[fuzz_shape]="log shape"
 	[fuzz_hba]="log hba"
-	[fuzz_relay]="log proto config shape cache relay session"
+	[fuzz_relay]="log proto config shape cache relay session ibuf"
 )
 ALL_TARGETS="fuzz_proto fuzz_startup fuzz_config fuzz_auth_file fuzz_scram fuzz_shape fuzz_relay fuzz_hba"
 targets=${FUZZ_TARGETS:-$ALL_TARGETS}
