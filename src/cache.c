@@ -860,16 +860,23 @@ static uint64_t invalidate_table(struct cache_table *t, const struct cache_write
 	return n;
 }
 
+bool cache_table_named(const char *table, void **memo, uint64_t *memo_gen)
+{
+	if (*memo_gen != tables_gen) {
+		*memo = table_get(table, false);
+		*memo_gen = tables_gen;
+	}
+	return *memo != NULL;
+}
+
 uint64_t cache_invalidate_memo(const char *table, const struct cache_write_row *rows, int nrows, void **memo,
 			       uint64_t *memo_gen)
 {
 	struct cache_table *t;
 	uint64_t n;
 
-	if (*memo_gen != tables_gen) {
-		*memo = table_get(table, false);
-		*memo_gen = tables_gen;
-	}
+	if (!cache_table_named(table, memo, memo_gen))
+		return 0;
 	t = *memo;
 	if (!t)
 		return 0;	/* a table no fill has named cannot be in a snapshot or an entry: nothing to bump or remove */

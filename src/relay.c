@@ -674,7 +674,12 @@ static void note_writes(struct group *grp, struct shape *sh, const struct pin_va
 		return;
 	}
 	for (int t = 0; t < sh->nwritten; t++) {
-		int maxrows = table_level ? 0 : sh->nrows < SHAPE_MAX_ROWS ? sh->nrows : SHAPE_MAX_ROWS;
+		/* a table the cache has never named holds no entries and no fill: the touched rows would not narrow
+		 * anything, so they are not resolved (Bind parsing per pinned column showed in profiles of write-heavy
+		 * loads on tables nobody caches). A fill that names the table before this write completes is still
+		 * covered: the table-level record invalidates all of it. */
+		bool named = cache_table_named(sh->written[t], &sh->wmemo[t], &sh->wmemo_gen[t]);
+		int maxrows = table_level || !named ? 0 : sh->nrows < SHAPE_MAX_ROWS ? sh->nrows : SHAPE_MAX_ROWS;
 		size_t vbytes = 0;
 		struct wrec *w;
 		char *vp;
@@ -689,7 +694,9 @@ static void note_writes(struct group *grp, struct shape *sh, const struct pin_va
 		w = wrec_new(&grp->writes, maxrows, vbytes);
 		vp = (char *)&w->rows[maxrows];
 		strlcpy_ok(w->table, sh->written[t], sizeof(w->table));
-		if (!table_level) {
+		w->ctable = sh->wmemo[t];
+		w->ctable_gen = sh->wmemo_gen[t];
+		if (maxrows > 0) {
 			shape_ref(sh);
 			w->shape = sh;
 			for (int r = 0; r < maxrows; r++) {

@@ -92,6 +92,9 @@ struct shape {
 	uint64_t ttl_gen;            /* 0 = none */
 	uint64_t ttl_usec;           /* the TTL decided, 0 = not cacheable */
 	const char *ttl_refusal;     /* the refusal that went with a 0 */
+	/* relay.c's memo of cache_table_named() for each written table (wmemo_gen[t] 0 = none) */
+	void *wmemo[SHAPE_MAX_TABLES];
+	uint64_t wmemo_gen[SHAPE_MAX_TABLES];
 	/* stats.c's memo of its figures for this shape id, valid while stat_gen equals its table's generation */
 	void *stat_memo;
 	uint64_t stat_gen;           /* 0 = none */

@@ -643,6 +643,30 @@ static void test_invalidate_memo(void **state)
 	assert_identity();
 }
 
+/* cache_table_named: false until a fill or the policy names the table, true after; the memo follows the tables'
+ * generation (a table named after the memo was taken is seen). */
+static void test_table_named(void **state)
+{
+	struct cache_dep d = { .table = "parlant_event" };
+	void *memo = NULL, *memo2 = NULL, *memo3 = NULL;	/* a memo belongs to one name */
+	uint64_t gen = 0, gen2 = 0, gen3 = 0;
+
+	(void)state;
+	assert_false(cache_table_named("parlant_event", &memo, &gen));
+	assert_false(cache_table_named("parlant_event", &memo, &gen));	/* memoized answer */
+	assert_true(store("e1", &d, 1, "x", SEC, 0));
+	assert_true(cache_table_named("parlant_event", &memo, &gen));
+	assert_non_null(memo);
+	assert_true(cache_table_named("PARLANT_EVENT", &memo2, &gen2));
+	assert_ptr_equal(memo, memo2);
+	assert_false(cache_table_named("parlant_agent", &memo3, &gen3));
+	cache_policy_set("parlant_agent", 300);
+	assert_true(cache_table_named("parlant_agent", &memo3, &gen3));
+	/* the memo is what cache_invalidate_memo uses too */
+	assert_int_equal(cache_invalidate_memo("parlant_event", NULL, 0, &memo, &gen), 1);
+	assert_false(present("e1", 0));
+}
+
 static void test_policy(void **state)
 {
 	struct cache_table_stats ts;
@@ -949,6 +973,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hit_miss, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invalidate_memo, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_table_named, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_canon_value, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_and_sweep, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lru_eviction, setup, teardown),
