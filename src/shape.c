@@ -2831,31 +2831,10 @@ struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 	if (!sql)
 		len = 0;
 
-	/* hot path: the exact text was seen before */
-	looked = memo_should_look();
-	if (looked) {
-		h = hash_bytes(sql ? sql : "", len);
-		HASH_FIND(hh, G.memo, &h, sizeof(h), m);
-	}
-	if (m && m->len == len && (len == 0 || !memcmp(m->text, sql, len))) {
-		G.mhits++;
-		if (m->node->memo_hits < UINT32_MAX)
-			m->node->memo_hits++;
-		if (G.mlru_head != m) {
-			memo_lru_unlink(m);
-			memo_lru_push(m);
-		}
-		if (G.lru_head != m->node) {
-			shape_lru_unlink(m->node);
-			shape_lru_push(m->node);
-		}
-		if (lits)
-			memo_fill_lits(m, sql, lits);
-		m->node->s.refcount++;
-		return &m->node->s;
-	}
-
-	/* a text that differs from a template only in its integer literals: the template's shape, no normalization */
+	/* hot path 1: a text that differs from a template only in its integer literals gets the template's shape, with
+	 * no normalization. Tried before the memo: it needs no hash of the whole text, and a text it matches is not put
+	 * in the memo (the template will match it again; texts whose literals vary per call, pgbench's account ids,
+	 * would only churn the memo) */
 	if (G.ntmpl > 0) {
 		size_t p = first_digit(sql, len);
 		if (p < len) {
@@ -2879,12 +2858,35 @@ struct shape *shape_get(const char *sql, size_t len, struct shape_lits *lits)
 					shape_lru_unlink(n);
 					shape_lru_push(n);
 				}
-				memo_insert(n, sql, len, looked, h, l);
 				n->s.refcount++;
 				return &n->s;
 			}
 			n = NULL;
 		}
+	}
+
+	/* hot path 2: the exact text was seen before (texts with strings, or none of whose templates is kept) */
+	looked = memo_should_look();
+	if (looked) {
+		h = hash_bytes(sql ? sql : "", len);
+		HASH_FIND(hh, G.memo, &h, sizeof(h), m);
+	}
+	if (m && m->len == len && (len == 0 || !memcmp(m->text, sql, len))) {
+		G.mhits++;
+		if (m->node->memo_hits < UINT32_MAX)
+			m->node->memo_hits++;
+		if (G.mlru_head != m) {
+			memo_lru_unlink(m);
+			memo_lru_push(m);
+		}
+		if (G.lru_head != m->node) {
+			shape_lru_unlink(m->node);
+			shape_lru_push(m->node);
+		}
+		if (lits)
+			memo_fill_lits(m, sql, lits);
+		m->node->s.refcount++;
+		return &m->node->s;
 	}
 
 	/* normalize, then find the shape by id or classify it */
