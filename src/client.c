@@ -536,8 +536,7 @@ static void send_welcome(struct client *c)
 				val = c->vars.value[v];
 			else if (p->forced_vars.set[v])
 				val = p->forced_vars.value[v];
-			strlcpy_ok(c->vars.value[v], val, VAR_VALUE_MAX);
-			c->vars.set[v] = true;
+			varcache_set(&c->vars, v, val);
 			sent[v] = true;
 		}
 		pkt_param_status(&b, p->welcome_names[i], val);
@@ -974,8 +973,7 @@ static void client_startup(struct client *c, const struct startup_packet *sp)
 				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
 				return;
 			}
-			strcpy(c->vars.value[var], v);
-			c->vars.set[var] = true;
+			varcache_set(&c->vars, var, v);
 			continue;
 		}
 		if (session_startup_param(c, n, v)) /* in track_extra_parameters (search_path from pgjdbc's currentSchema) */
@@ -996,8 +994,7 @@ static void client_startup(struct client *c, const struct startup_packet *sp)
 		bool v6 = strchr(c->addr, ':') != NULL;
 		snprintf(buf, sizeof(buf), "%s - %s%s%s:%d", c->vars.set[VAR_APPNAME] ? c->vars.value[VAR_APPNAME] : "app",
 			 v6 ? "[" : "", c->addr, v6 ? "]" : "", c->port);
-		strlcpy_ok(c->vars.value[VAR_APPNAME], buf, VAR_VALUE_MAX);
-		c->vars.set[VAR_APPNAME] = true;
+		varcache_set(&c->vars, VAR_APPNAME, buf);
 	}
 	if (!admin_is_console_db(db) && !config_find_db(&g.cfg, db)) {
 		snprintf(msg, sizeof(msg), "no such database: %s", db);
@@ -1159,6 +1156,9 @@ static bool client_vars_sql(const struct client *c, const struct server *sv, cha
 /* Whether some parameter the client has differs from the server's (the usual answer, no, without building SQL). */
 static bool client_vars_differ(const struct client *c, const struct server *sv)
 {
+	/* the usual case, both caches the same bytes (varcache_set zeroes past each value): one compare */
+	if (memcmp(&c->vars, &sv->vars, sizeof(c->vars)) == 0)
+		return false;
 	for (int v = 0; v < VAR_COUNT; v++)
 		if (c->vars.set[v] && (!sv->vars.set[v] || strcmp(c->vars.value[v], sv->vars.value[v]) != 0))
 			return true;

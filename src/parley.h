@@ -43,9 +43,21 @@ int tracked_var_lookup(const char *name);   /* index or -1; case-insensitive */
 #define tracked_var_reported(v) ((v) != VAR_EXTRA_FLOAT_DIGITS)
 
 struct varcache {
-	char value[VAR_COUNT][VAR_VALUE_MAX];
+	char value[VAR_COUNT][VAR_VALUE_MAX];   /* written with varcache_set: zero bytes after the string */
 	bool set[VAR_COUNT];
 };
+
+/* Sets tracked parameter v to val (truncated to VAR_VALUE_MAX - 1 bytes) with the rest of its slot zeroed, so that
+ * two caches holding the same values are equal byte for byte (client_vars_differ's one-memcmp fast path). */
+static inline void varcache_set(struct varcache *vc, int v, const char *val)
+{
+	size_t n = strlen(val);
+	if (n >= VAR_VALUE_MAX)
+		n = VAR_VALUE_MAX - 1;
+	memcpy(vc->value[v], val, n);
+	memset(vc->value[v] + n, 0, VAR_VALUE_MAX - n);
+	vc->set[v] = true;
+}
 
 /* Client states; names appear in logs and SHOW CLIENTS. */
 #define CLIENT_STATES(X) \

@@ -513,12 +513,9 @@ void server_param_status(struct server *sv, const uint8_t *body, size_t len)
 		return;
 	v = tracked_var_lookup(name);
 	if (v >= 0 && strlen(value) < VAR_VALUE_MAX) {
-		strcpy(sv->vars.value[v], value);
-		sv->vars.set[v] = true;
-		if (sv->client && !sv->internal) {
-			strcpy(sv->client->vars.value[v], value);
-			sv->client->vars.set[v] = true;
-		}
+		varcache_set(&sv->vars, v, value);
+		if (sv->client && !sv->internal)
+			varcache_set(&sv->client->vars, v, value);
 	}
 	if (!sv->pool->welcome_ready && !sv->ready && sv->pool->welcome_count < (int)ARRAY_SIZE(sv->pool->welcome_names)) {
 		struct pool *p = sv->pool;

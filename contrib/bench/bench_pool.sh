@@ -102,10 +102,21 @@ for port in $PARLEY_PORT $BOUNCER_PORT; do
 	for _ in $(seq 50); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
 done
 
+# Before every TPC-B run, what pgbench itself does unless -n (vacuum the two small tables, empty the history), plus
+# a checkpoint, directly on PostgreSQL and outside the timed window: each run then starts from the same table state
+# instead of inheriting the dead rows and the history of the runs before it (which made the later of two
+# neighbouring runs slower, whichever pooler it was).
+prep() { # script
+	[ "$1" = tpcb-like ] || return 0
+	"$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres \
+		-c "VACUUM pgbench_branches" -c "VACUUM pgbench_tellers" -c "TRUNCATE pgbench_history" -c "CHECKPOINT" >/dev/null
+}
+
 run() { # target port clients mode script -> tps
 	local port=$2 c=$3 mode=$4 script=$5 out
 	local j=$THREADS
 	[ "$c" -lt "$j" ] && j=$c
+	prep "$script"
 	out=$("$PGBIN/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c "$c" -j "$j" -T "$SECS" -M "$mode" -b "$script" postgres 2>&1) || {
 		echo "pgbench against $1 failed:" >&2; echo "$out" | tail -5 >&2; echo "0"; return; }
 	if echo "$out" | grep -qi 'error'; then echo "# $1 reported errors:" >&2; echo "$out" | grep -i error | head -3 >&2; fi
