@@ -26,6 +26,7 @@ static void server_on_read(evutil_socket_t fd, short what, void *arg);
 static void server_on_write(evutil_socket_t fd, short what, void *arg);
 static void server_on_timeout(evutil_socket_t fd, short what, void *arg);
 static void server_login_error(struct server *sv, const char *sqlstate, const char *msg);
+static void server_io_failed(struct server *sv, const char *what);
 
 static void send_pkt(struct sock *s, struct pkt_builder *b)
 {
@@ -305,7 +306,7 @@ static bool server_tls_answer(struct server *sv)
 	}
 	server_send_startup(sv);
 	if (sock_flush(&sv->s) < 0) {
-		server_login_error(sv, SQLSTATE_CONNECTION_FAILURE, "server socket write failed");
+		server_io_failed(sv, "write");
 		return false;
 	}
 	return true;
@@ -335,7 +336,7 @@ static void server_on_write(evutil_socket_t fd, short what, void *arg)
 		sock_want_read(&sv->s, true);
 	}
 	if (sock_flush(&sv->s) < 0) {
-		server_disconnect(sv, "server socket write failed");
+		server_io_failed(sv, "write");
 		return;
 	}
 	if (sv->client && evbuffer_get_length(sv->s.out) < OUTBUF_HIGH_WATER)
@@ -359,6 +360,23 @@ static void server_login_error(struct server *sv, const char *sqlstate, const ch
 	p->last_login_fail = now_usec();
 	server_disconnect(sv, msg);
 	pool_login_failed(p, sqlstate, msg);
+}
+
+/* A read or a write on sv's socket failed (errno as sock_read / sock_flush left it). During the login the waiting
+ * clients are told why; a TLS handshake runs in whichever of the two comes first, so both report its failure alike. */
+static void server_io_failed(struct server *sv, const char *what)
+{
+	char msg[64];
+	if (!sv->ready && errno == EPROTO && sv->s.ssl) {
+		server_login_error(sv, SQLSTATE_CONNECTION_FAILURE,
+				   "TLS handshake with the server failed (the reason is in parley's log)");
+		return;
+	}
+	snprintf(msg, sizeof(msg), "server socket %s failed", what);
+	if (!sv->ready)
+		server_login_error(sv, SQLSTATE_CONNECTION_FAILURE, msg);
+	else
+		server_disconnect(sv, msg);
 }
 
 /* Handles one authentication request from PostgreSQL. Returns false if the server was closed. */
@@ -484,7 +502,7 @@ static bool server_auth_request(struct server *sv, const uint8_t *body, size_t l
 	send_pkt(&sv->s, &b);
 	pkt_free(&b);
 	if (sock_flush(&sv->s) < 0) {
-		server_disconnect(sv, "server socket write failed");
+		server_io_failed(sv, "write");
 		return false;
 	}
 	return true;
@@ -743,12 +761,7 @@ static void server_on_read(evutil_socket_t fd, short what, void *arg)
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return;
-		if (!sv->ready && errno == EPROTO && sv->s.ssl)
-			server_login_error(sv, SQLSTATE_CONNECTION_FAILURE, "TLS handshake with the server failed (the reason is in parley's log)");
-		else if (!sv->ready)
-			server_login_error(sv, SQLSTATE_CONNECTION_FAILURE, "server socket read failed");
-		else
-			server_disconnect(sv, "server socket read failed");
+		server_io_failed(sv, "read");
 		return;
 	}
 	sv->s.bytes_in += (uint64_t)n;
