@@ -876,10 +876,8 @@ uint64_t cache_invalidate_memo(const char *table, const struct cache_write_row *
 	uint64_t n;
 
 	if (!cache_table_named(table, memo, memo_gen))
-		return 0;
-	t = *memo;
-	if (!t)
 		return 0;	/* a table no fill has named cannot be in a snapshot or an entry: nothing to bump or remove */
+	t = *memo;
 	n = invalidate_table(t, rows, nrows, RM_INVALIDATION);
 	t->invalidations += n;
 	return n;

@@ -134,12 +134,12 @@ void cache_entry_write(struct cache_entry *e, struct evbuffer *out);
  * cache_canon_value; it survives the write if it survives every row. rows == NULL or nrows == 0: every entry of the
  * table. Returns entries removed. */
 uint64_t cache_invalidate(const char *table, const struct cache_write_row *rows, int nrows);
-/* The same, for a caller that invalidates one table several times (a write at its CommandComplete, its
- * ReadyForQuery and its transaction's end): *memo and *memo_gen (start both at NULL/0) remember the name's lookup. */
 /* Whether a fill or the TTL policy has ever named table, i.e. whether the cache may hold or be filling anything that
  * depends on it (a write to a table it has not named can be recorded at table level: nothing finer is needed). *memo
  * and *memo_gen as for cache_invalidate_memo. */
 bool cache_table_named(const char *table, void **memo, uint64_t *memo_gen);
+/* cache_invalidate, for a caller that invalidates one table several times (a write at its CommandComplete, its
+ * ReadyForQuery and its transaction's end): *memo and *memo_gen (start both at NULL/0) remember the name's lookup. */
 uint64_t cache_invalidate_memo(const char *table, const struct cache_write_row *rows, int nrows, void **memo,
 			       uint64_t *memo_gen);
 /* Everything (DDL of unknown scope, feed loss): bumps every generation. */

@@ -66,7 +66,7 @@ void sock_close(struct sock *s)
 		close(s->fd);
 		s->fd = -1;
 	}
-	ibuf_free(&s->in);
+	ibuf_release(&s->in);
 	if (s->out) {
 		evbuffer_free(s->out);
 		s->out = NULL;

@@ -66,11 +66,6 @@ void ibuf_add(struct ibuf *b, const void *src, size_t n)
 	ibuf_commit(b, n);
 }
 
-void ibuf_free(struct ibuf *b)
-{
-	ibuf_release(b);
-}
-
 int ibuf_pool_count(void)
 {
 	return free_count;

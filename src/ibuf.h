@@ -62,8 +62,6 @@ static inline void ibuf_commit(struct ibuf *b, size_t n)
 /* Appends n bytes (for tests and for bytes that arrive other than by a read). */
 void ibuf_add(struct ibuf *b, const void *src, size_t n);
 
-void ibuf_free(struct ibuf *b);
-
 /* Blocks in the free pool (for tests), and freeing them all (at exit). */
 int ibuf_pool_count(void);
 void ibuf_pool_clear(void);

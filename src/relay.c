@@ -664,6 +664,36 @@ static int build_deps(const struct shape *sh, const struct pin_values *pv, struc
 	return n;
 }
 
+/* The rows a one-table write touches, with their pinned values resolved (pointing into the Bind message or the
+ * text): the count, or 0 when some row has no resolvable pin (the whole table then). *vbytes gets the room copies
+ * of the values take. */
+static int resolve_rows(const struct shape *sh, const struct pin_values *pv, struct cache_write_row *rows,
+			size_t *vbytes)
+{
+	int n = sh->nrows < SHAPE_MAX_ROWS ? sh->nrows : SHAPE_MAX_ROWS;
+
+	*vbytes = 0;
+	for (int r = 0; r < n; r++) {
+		const struct shape_write_row *sr = &sh->rows[r];
+		struct cache_write_row *cr = &rows[r];
+		cr->npins = 0;
+		for (int i = 0; i < sr->npins && i < 16; i++) {
+			const char *v;
+			size_t vl;
+			if (!pin_value(&sr->pins[i], pv, &v, &vl))
+				continue;
+			cr->pins[cr->npins].col = sr->pins[i].column;
+			cr->pins[cr->npins].val = v;
+			cr->pins[cr->npins].val_len = vl;
+			cr->npins++;
+			*vbytes += vl + 1;
+		}
+		if (cr->npins == 0)
+			return 0;	/* a row we cannot describe: the whole table */
+	}
+	return n;
+}
+
 /* Records what a statement about to run writes, on the group. */
 static void note_writes(struct group *grp, struct shape *sh, const struct pin_values *pv)
 {
@@ -674,58 +704,39 @@ static void note_writes(struct group *grp, struct shape *sh, const struct pin_va
 		return;
 	}
 	for (int t = 0; t < sh->nwritten; t++) {
+		struct cache_write_row rows[SHAPE_MAX_ROWS];
+		int nrows = 0;
+		size_t vbytes = 0;
+		struct wrec *w;
+		char *vp;
 		/* a table the cache has never named holds no entries and no fill: the touched rows would not narrow
 		 * anything, so they are not resolved (Bind parsing per pinned column showed in profiles of write-heavy
 		 * loads on tables nobody caches). A fill that names the table before this write completes is still
 		 * covered: the table-level record invalidates all of it. */
-		bool named = cache_table_named(sh->written[t], &sh->wmemo[t], &sh->wmemo_gen[t]);
-		int maxrows = table_level || !named ? 0 : sh->nrows < SHAPE_MAX_ROWS ? sh->nrows : SHAPE_MAX_ROWS;
-		size_t vbytes = 0;
-		struct wrec *w;
-		char *vp;
-		for (int r = 0; r < maxrows; r++) {
-			for (int i = 0; i < sh->rows[r].npins && i < 16; i++) {
-				const char *v;
-				size_t vl;
-				if (pin_value(&sh->rows[r].pins[i], pv, &v, &vl))
-					vbytes += vl + 1;
-			}
-		}
-		w = wrec_new(&grp->writes, maxrows, vbytes);
-		vp = (char *)&w->rows[maxrows];
+		if (cache_table_named(sh->written[t], &sh->wmemo[t], &sh->wmemo_gen[t]) && !table_level)
+			nrows = resolve_rows(sh, pv, rows, &vbytes);
+		w = wrec_new(&grp->writes, nrows, vbytes);
 		strlcpy_ok(w->table, sh->written[t], sizeof(w->table));
 		w->ctable = sh->wmemo[t];
 		w->ctable_gen = sh->wmemo_gen[t];
-		if (maxrows > 0) {
-			shape_ref(sh);
-			w->shape = sh;
-			for (int r = 0; r < maxrows; r++) {
-				const struct shape_write_row *sr = &sh->rows[r];
-				struct cache_write_row *cr = &w->rows[w->nrows];
-				cr->npins = 0;
-				for (int i = 0; i < sr->npins && i < 16; i++) {
-					const char *v;
-					size_t vl;
-					char *copy;
-					if (!pin_value(&sr->pins[i], pv, &v, &vl))
-						continue;
-					copy = vp;
-					memcpy(copy, v, vl);
-					copy[vl] = '\0';
-					vp += vl + 1;
-					cr->pins[cr->npins].col = sr->pins[i].column;
-					cr->pins[cr->npins].val = copy;
-					cr->pins[cr->npins].val_len = vl;
-					cr->npins++;
-				}
-				if (cr->npins == 0) {
-					/* a row we cannot describe: the whole table */
-					w->nrows = 0;
-					break;
-				}
-				w->nrows++;
+		if (nrows == 0)
+			continue;
+		/* the values are copied after the rows (the message they point into goes away); the column names point
+		 * into the shape, kept by a reference */
+		shape_ref(sh);
+		w->shape = sh;
+		vp = (char *)&w->rows[nrows];
+		for (int r = 0; r < nrows; r++) {
+			w->rows[r] = rows[r];
+			for (int i = 0; i < rows[r].npins; i++) {
+				size_t vl = rows[r].pins[i].val_len;
+				memcpy(vp, rows[r].pins[i].val, vl);
+				vp[vl] = '\0';
+				w->rows[r].pins[i].val = vp;
+				vp += vl + 1;
 			}
 		}
+		w->nrows = nrows;
 	}
 }
 

@@ -218,9 +218,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	session_client_free(c);
 	session_server_free(sv);
 	FUZZ_CHECK(c->rc == NULL && sv->rs == NULL);
-	ibuf_free(&c->s.in);
+	ibuf_release(&c->s.in);
 	evbuffer_free(c->s.out);
-	ibuf_free(&sv->s.in);
+	ibuf_release(&sv->s.in);
 	evbuffer_free(sv->s.out);
 	free(c);
 	free(sv);

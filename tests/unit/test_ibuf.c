@@ -27,7 +27,7 @@ static void test_first_read_allocates_initial_block(void **state)
 	assert_int_equal(read_in(&b, msg, sizeof(msg), 100), IBUF_INITIAL);
 	assert_int_equal(ibuf_len(&b), 10);
 	assert_memory_equal(ibuf_ptr(&b), msg, 10);
-	ibuf_free(&b);
+	ibuf_release(&b);
 	assert_null(b.data);
 	assert_int_equal(ibuf_len(&b), 0);
 }
@@ -49,7 +49,7 @@ static void test_split_message_becomes_contiguous(void **state)
 	assert_int_equal(ibuf_len(&b), 3010);
 	assert_int_equal(b.head, 0);
 	assert_memory_equal(ibuf_ptr(&b) + 10, msg, sizeof(msg));
-	ibuf_free(&b);
+	ibuf_release(&b);
 }
 
 /* Draining to empty gives the block back: an idle connection holds no buffer, and the next read of any connection
@@ -78,8 +78,8 @@ static void test_drain_to_empty_releases_block(void **state)
 	assert_ptr_equal(ibuf_space(&other, 100, &space), block);	/* reused, not a new allocation */
 	assert_int_equal(space, IBUF_INITIAL);
 	assert_int_equal(ibuf_pool_count(), pooled);
-	ibuf_free(&other);
-	ibuf_free(&b);
+	ibuf_release(&other);
+	ibuf_release(&b);
 	ibuf_pool_clear();
 	assert_int_equal(ibuf_pool_count(), 0);
 }
@@ -104,7 +104,7 @@ static void test_large_block_released_when_empty(void **state)
 	assert_int_equal(b.cap, 0);
 	assert_int_equal(ibuf_pool_count(), 0);	/* not pooled: only blocks of the initial size are */
 	assert_int_equal(read_in(&b, big, 1, 1), IBUF_INITIAL);
-	ibuf_free(&b);
+	ibuf_release(&b);
 	ibuf_pool_clear();
 	free(big);
 }
