@@ -131,8 +131,26 @@ run() { # target port clients mode script -> tps
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# Geometric mean of the per-round ratios with its 90 % confidence interval (Student's t on the logs): "0.98
+# (0.95-1.01)" says the rounds cannot tell parley from pgbouncer at that level, "1.06 (1.03-1.09)" that parley is
+# ahead. Rounds with a failed run (ratio 0) are left out; one usable round gives no interval.
+ratio_ci() {
+	printf '%s\n' "$@" | awk '
+		$1 > 0 { l[++n] = log($1); s += l[n] }
+		END {
+			if (n == 0) { print "n/a"; exit }
+			m = s / n
+			if (n == 1) { printf "%.2f", exp(m); exit }
+			for (i = 1; i <= n; i++) ss += (l[i] - m) ^ 2
+			split("6.314 2.920 2.353 2.132 2.015 1.943 1.895 1.860 1.833 1.812 1.796 1.782 1.771 1.761 1.753 1.746 1.740 1.734 1.729", t, " ")
+			df = n - 1; tc = df <= 19 ? t[df] : 1.70
+			h = tc * sqrt(ss / df / n)
+			printf "%.2f (%.2f-%.2f)", exp(m), exp(m - h), exp(m + h)
+		}'
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '%-12s %-9s %7s %12s %12s %12s %10s %12s %15s\n' script mode clients direct pgbouncer parley parley/pgb "round median" "rounds min-max"
+printf '%-12s %-9s %7s %12s %12s %12s %10s %12s %15s %20s\n' script mode clients direct pgbouncer parley parley/pgb "round median" "rounds min-max" "geomean (90% CI)"
 for script in $SCRIPTS; do
 	for mode in $MODES; do
 		for c in $CLIENTS; do
@@ -155,7 +173,8 @@ for script in $SCRIPTS; do
 			ratio=$(awk -v p="$p" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", p / b; else print "n/a" }')
 			spread=$(printf '%s\n' "${rs[@]}" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }')
 			rmed=$(printf '%.2f' "$(median "${rs[@]}")")
-			printf '%-12s %-9s %7s %12.0f %12.0f %12.0f %10s %12s %15s\n' "$script" "$mode" "$c" "$d" "$b" "$p" "$ratio" "$rmed" "$spread"
+			ci=$(ratio_ci "${rs[@]}")
+			printf '%-12s %-9s %7s %12.0f %12.0f %12.0f %10s %12s %15s %20s\n' "$script" "$mode" "$c" "$d" "$b" "$p" "$ratio" "$rmed" "$spread" "$ci"
 		done
 	done
 done
