@@ -314,11 +314,12 @@ int sock_read(struct sock *s)
 
 void sock_pass(struct sock *s, struct ibuf *in, size_t n)
 {
-	const uint8_t *p = ibuf_ptr(in);
+	const uint8_t *p;
 	size_t done = 0;
 
 	if (n == 0)
 		return;
+	p = ibuf_ptr(in);
 	if (!s->ssl && s->fd >= 0 && evbuffer_get_length(s->out) == 0) {
 		ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
 		if (r > 0) {

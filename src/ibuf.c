@@ -55,13 +55,17 @@ uint8_t *ibuf_space(struct ibuf *b, size_t want, size_t *space)
 		b->cap = cap;
 	}
 	*space = b->cap - b->tail;
-	return b->data + b->tail;
+	return b->data ? b->data + b->tail : NULL;	/* want 0 of a buffer without a block: no space (and no NULL + 0) */
 }
 
 void ibuf_add(struct ibuf *b, const void *src, size_t n)
 {
 	size_t space;
-	uint8_t *p = ibuf_space(b, n, &space);
+	uint8_t *p;
+
+	if (n == 0)
+		return;
+	p = ibuf_space(b, n, &space);
 	memcpy(p, src, n);
 	ibuf_commit(b, n);
 }

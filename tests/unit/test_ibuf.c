@@ -109,6 +109,28 @@ static void test_large_block_released_when_empty(void **state)
 	free(big);
 }
 
+/* Adding nothing to a buffer without a block takes no block, and asking for no space gets none (found by fuzz_relay:
+ * it used to compute NULL + 0 and memcpy from it, undefined behaviour UBSan reports). */
+static void test_empty_add_takes_no_block(void **state)
+{
+	struct ibuf b = { 0 };
+	size_t space = 99;
+	(void)state;
+	ibuf_pool_clear();
+	ibuf_add(&b, "", 0);
+	assert_null(b.data);
+	assert_int_equal(ibuf_len(&b), 0);
+	assert_null(ibuf_space(&b, 0, &space));
+	assert_int_equal(space, 0);
+	ibuf_add(&b, "abc", 3);
+	assert_int_equal(ibuf_len(&b), 3);
+	ibuf_add(&b, "", 0);
+	assert_int_equal(ibuf_len(&b), 3);
+	assert_memory_equal(ibuf_ptr(&b), "abc", 3);
+	ibuf_release(&b);
+	ibuf_pool_clear();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -116,6 +138,7 @@ int main(void)
 		cmocka_unit_test(test_split_message_becomes_contiguous),
 		cmocka_unit_test(test_drain_to_empty_releases_block),
 		cmocka_unit_test(test_large_block_released_when_empty),
+		cmocka_unit_test(test_empty_add_takes_no_block),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
