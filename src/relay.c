@@ -1863,6 +1863,15 @@ void relay_client_input(struct client *c)
 			client_disconnect(c, NULL, "client sent Terminate");
 			return;
 		}
+		if (h.len != 4 && (h.type == FE_SYNC || h.type == FE_FLUSH || h.type == FE_COPY_DONE)) {
+			/* PostgreSQL would answer with an error and then skip everything up to the next Sync, a reply
+			 * nobody waits for that would leave the server out of step for its next client */
+			char msg[120];
+			snprintf(msg, sizeof(msg), "invalid frontend message: %s with a body of %u bytes (it has none)",
+				 h.type == FE_SYNC ? "Sync" : h.type == FE_FLUSH ? "Flush" : "CopyDone", h.len - 4);
+			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
+			return;
+		}
 		mlen = h.len + 1;
 		if (mlen <= INSPECT_MAX && avail < mlen)
 			break;

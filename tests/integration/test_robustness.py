@@ -108,6 +108,10 @@ MALFORMED = {
     "query-length-3": (True, lambda: b"Q" + struct.pack("!I", 3) + b"SELECT 1\0"),
     "unknown-message-type": (True, lambda: b"\x01" + struct.pack("!I", 8) + b"abcd"),
     "random-after-login": (True, lambda: b"\x01" + random.Random(99).randbytes(8191)),
+    # fixed-length messages with a body: PostgreSQL would answer with an error nobody waits for
+    "flush-with-body": (True, lambda: b"H" + struct.pack("!I", 5) + b"E"),
+    "sync-with-body": (True, lambda: b"S" + struct.pack("!I", 8) + b"abcd"),
+    "copydone-with-body": (True, lambda: b"c" + struct.pack("!I", 6) + b"xy"),
 }
 
 
@@ -180,6 +184,28 @@ def test_truncated_message_then_close_leaves_pool_usable(parley, pg, pool_mode, 
         assert c.execute("SELECT 'pool still usable'").fetchone() == ("pool still usable",)
         assert c.execute("SELECT count(*) FROM t WHERE id = 777").fetchone() == (0,)
     assert time.monotonic() - t0 < 10, "the next client had to wait for the vanished client's server"
+    assert p.running()
+
+
+@pytest.mark.parametrize("msg", [b"H" + struct.pack("!I", 5) + b"E", b"H" + struct.pack("!I", 8) + b"\0\0\0\0",
+                                 b"S" + struct.pack("!I", 5) + b"x"], ids=["flush-5", "flush-8", "sync-5"])
+def test_flush_or_sync_with_a_body_is_refused_and_never_reaches_the_server(parley, msg):
+    """Forwarded, PostgreSQL answers a Flush with a body with an error and then ignores everything until a Sync: a
+    server released after that would swallow its next client's query (found with a pool of one)."""
+    p = parley(pool_mode="transaction", default_pool_size=1)
+    with p.connect() as warm:
+        warm.execute("SELECT 1")
+    for _ in range(3):
+        with p.wire() as w:
+            w.login(USER)
+            w.send(msg)
+            msgs, closed = w.read_until_closed(timeout=5)
+        assert closed, f"connection still open after {msg!r}: {msgs!r}"
+        errors = Wire.errors(msgs)
+        assert errors and errors[-1].get("C") == "08P01", msgs
+        with p.wire(timeout=5) as nxt:  # the pool's one server, after the refused client: answered, not swallowed
+            nxt.login(USER)
+            assert nxt.data_rows(nxt.query("SELECT 'next client answered'")) == [["next client answered"]]
     assert p.running()
 
 
