@@ -1470,6 +1470,18 @@ static bool valid_frontend_type(uint8_t t)
 	}
 }
 
+/* PostgreSQL's limits on a frontend message's length (PQ_SMALL_MESSAGE_LIMIT and PQ_LARGE_MESSAGE_LIMIT in its
+ * libpq.h, applied by postgres.c's SocketBackend): longer, and it closes the connection. */
+#define PG_SMALL_MESSAGE_LIMIT 10000u
+#define PG_LARGE_MESSAGE_LIMIT (0x40000000u - 1)
+
+/* The message types PostgreSQL holds to PG_SMALL_MESSAGE_LIMIT. */
+static bool message_is_small(uint8_t t)
+{
+	return t == FE_CLOSE || t == FE_DESCRIBE || t == FE_EXECUTE || t == FE_FLUSH || t == FE_SYNC ||
+	       t == FE_COPY_DONE || t == FE_COPY_FAIL;
+}
+
 /* Writes a message with a rewritten statement name: type, then name, then rest[0..restlen). prefix (portal name
  * for Bind, kind byte for Describe/Close) goes before the name. */
 static void emit_renamed(struct evbuffer *out, uint8_t type, const void *prefix, size_t plen, uint64_t seq,
@@ -1869,6 +1881,13 @@ void relay_client_input(struct client *c)
 			char msg[120];
 			snprintf(msg, sizeof(msg), "invalid frontend message: %s with a body of %u bytes (it has none)",
 				 h.type == FE_SYNC ? "Sync" : h.type == FE_FLUSH ? "Flush" : "CopyDone", h.len - 4);
+			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
+			return;
+		}
+		if (h.len > (message_is_small(h.type) ? PG_SMALL_MESSAGE_LIMIT : PG_LARGE_MESSAGE_LIMIT)) {
+			/* what PostgreSQL would refuse by closing the connection: refuse it here and keep the server */
+			char msg[120];
+			snprintf(msg, sizeof(msg), "invalid message length %u for message type '%c'", h.len, h.type);
 			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
 			return;
 		}

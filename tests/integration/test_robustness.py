@@ -105,6 +105,9 @@ MALFORMED = {
     "startup-random-body": (False, garbage_startup_random_body),
     "random-bytes": (False, garbage_random_bytes),
     "query-length-2GB": (True, lambda: b"Q" + struct.pack("!I", 0x80000000) + b"SELECT 1\0"),
+    # over PostgreSQL's own limits (1 GB, 10000 bytes for the small messages): it would drop the server
+    "query-length-1.5GB": (True, lambda: b"Q" + struct.pack("!I", 0x5FFFFFFF) + b"SELECT 1\0"),
+    "execute-length-20000": (True, lambda: b"E" + struct.pack("!I", 20000) + b"\0\0\0\0\0"),
     "query-length-3": (True, lambda: b"Q" + struct.pack("!I", 3) + b"SELECT 1\0"),
     "unknown-message-type": (True, lambda: b"\x01" + struct.pack("!I", 8) + b"abcd"),
     "random-after-login": (True, lambda: b"\x01" + random.Random(99).randbytes(8191)),
