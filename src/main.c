@@ -12,6 +12,7 @@
 #include <getopt.h>
 #include <netdb.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -100,6 +101,67 @@ void parley_stop_listening(void)
 	}
 }
 
+/* Out of file descriptors or kernel memory, accept() fails while the connection stays queued, so the listener stays
+ * readable: rather than spin on it (and log each failure), stop watching the listeners for ACCEPT_PAUSE and try again.
+ * The connections wait in the listen backlog meanwhile, as PgBouncer's do when it pauses accepting. */
+#define ACCEPT_PAUSE_MS 1000
+static struct event *ev_accept_resume;
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (int i = 0; i < g.nlisten; i++)
+		if (g.ev_listen[i])
+			event_add(g.ev_listen[i], NULL);
+}
+
+static void accept_pause(int err)
+{
+	struct timeval tv = { ACCEPT_PAUSE_MS / 1000, (ACCEPT_PAUSE_MS % 1000) * 1000 };
+	struct rlimit rl;
+	char lim[48] = "";
+
+	if (!ev_accept_resume)
+		ev_accept_resume = evtimer_new(g.base, accept_resume_cb, NULL);
+	if (evtimer_pending(ev_accept_resume, NULL))
+		return;
+	for (int i = 0; i < g.nlisten; i++)
+		if (g.ev_listen[i])
+			event_del(g.ev_listen[i]);
+	evtimer_add(ev_accept_resume, &tv);
+	if (err == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		snprintf(lim, sizeof(lim), " (open files limit %llu)", (unsigned long long)rl.rlim_cur);
+	log_warning("accept() failed: %s%s; not accepting new connections for %d ms (%d clients connected)",
+		    strerror(err), lim, ACCEPT_PAUSE_MS, g.client_count);
+}
+
+/* Each client takes a file descriptor, and so does each server connection: when max_client_conn alone is near the
+ * soft open-files limit, raise the soft limit toward the hard one (as Redis does for maxclients), and say so when
+ * even that is not enough (accept_pause then keeps the excess in the listen backlog). */
+static void check_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)g.cfg.max_client_conn + (rlim_t)g.cfg.default_pool_size + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+		return;
+	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > rl.rlim_cur) {
+		rlim_t old = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			log_info("raised the open files limit from %llu to %llu for max_client_conn = %d",
+				 (unsigned long long)old, (unsigned long long)rl.rlim_cur, g.cfg.max_client_conn);
+		else
+			rl.rlim_cur = old;
+	}
+	if (rl.rlim_cur < want)
+		log_warning("max_client_conn = %d, but the open files limit (ulimit -n) is %llu: clients and server "
+			    "connections together cannot exceed it, and connections beyond it wait until others close",
+			    g.cfg.max_client_conn, (unsigned long long)rl.rlim_cur);
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	bool is_unix = arg != NULL;
@@ -109,7 +171,9 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 		socklen_t len = sizeof(ss);
 		int fd = accept(lfd, (struct sockaddr *)&ss, &len);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				accept_pause(errno);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
 				log_warning("accept() failed: %s", strerror(errno));
 			return;
 		}
@@ -625,6 +689,7 @@ int main(int argc, char **argv)
 		ev_signals[i] = evsignal_new(g.base, sigs[i], signal_cb, NULL);
 		event_add(ev_signals[i], NULL);
 	}
+	check_fd_limit();
 	log_info("parley %s started (pid %d), %s pooling", PACKAGE_VERSION, (int)getpid(), pool_mode_name(g.cfg.pool_mode));
 	/* One iteration at a time, so the cached clock (now_cached) is read afresh once per iteration. */
 	for (;;) {
@@ -634,6 +699,8 @@ int main(int argc, char **argv)
 	}
 
 	parley_stop_listening();
+	if (ev_accept_resume)
+		event_free(ev_accept_resume);
 	close_everything();
 	for (size_t i = 0; i < ARRAY_SIZE(sigs); i++)
 		event_free(ev_signals[i]);

@@ -557,7 +557,9 @@ class Pooler:
     def pid(self):
         return self.proc.pid if self.proc else None
 
-    def start(self, timeout=10):
+    def start(self, timeout=10, preexec_fn=None):
+        """Starts the pooler and waits until it accepts connections. preexec_fn runs in the child before exec (after
+        the switch to postgres), e.g. to lower a resource limit."""
         self.target.check_binary()
         self.expected_exit = False
         out = open(self.out_path, "ab")
@@ -566,7 +568,8 @@ class Pooler:
         try:
             self.proc = subprocess.Popen([self.target.binary, self.config_path], cwd=self.workdir,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True, **popen_user_kwargs(self.target.as_pg))
+                                         start_new_session=True, preexec_fn=preexec_fn,
+                                         **popen_user_kwargs(self.target.as_pg))
         finally:
             out.close()
         deadline = time.monotonic() + timeout

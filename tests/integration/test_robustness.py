@@ -457,3 +457,46 @@ def test_auth_file_reloaded_on_sighup(parley):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def _cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning(parley):
+    """accept() failing with EMFILE leaves the connection queued and the listener readable: parley must stop
+    watching it for a while (not spin at full CPU writing a warning per attempt), and serve again once descriptors
+    are free."""
+    import resource
+    import socket
+    p = parley(start=False, max_client_conn=1000)
+    p.start(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40)))
+    assert "open files limit (ulimit -n) is 40" in p.log_text()  # the startup warning
+    socks = []
+    try:
+        for _ in range(80):
+            s = socket.create_connection((p.host, p.port), timeout=5)
+            socks.append(s)
+        time.sleep(0.5)
+        cpu0 = _cpu_seconds(p.pid)
+        time.sleep(3)
+        cpu = _cpu_seconds(p.pid) - cpu0
+        failures = p.log_text().count("accept() failed")
+        assert 1 <= failures <= 8, f"{failures} accept() warnings in about 3.5 s"
+        assert "Too many open files" in p.log_text()
+        assert cpu < 1.0, f"parley used {cpu:.2f} s of CPU in 3 s while out of file descriptors"
+    finally:
+        for s in socks:
+            s.close()
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with p.connect() as conn:
+                assert conn.execute("SELECT 'accepting again'").fetchone() == ("accepting again",)
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert p.running()
