@@ -179,6 +179,7 @@ struct parse_ctx {
 	size_t errlen;
 	enum section sect;
 	char sect_name[64];     /* as written, for messages */
+	int nsections;          /* section headers seen, in all files */
 };
 
 static const char *const pool_mode_names[] = { "session", "transaction", "statement" };
@@ -1046,6 +1047,7 @@ static int do_section(struct parse_ctx *ctx, const char *file, int line, char *p
 	*end = '\0';
 	name = skip_ws(p);
 	rtrim(name);
+	ctx->nsections++;
 	if (strcasecmp(name, "parley") == 0 || strcasecmp(name, "pgbouncer") == 0) {
 		ctx->sect = SEC_MAIN;
 	} else if (strcasecmp(name, "databases") == 0) {
@@ -1245,6 +1247,13 @@ int config_load(const char *path, struct parley_config *cfg, char *err, size_t e
 		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 	if (rc < 0)
 		goto failed;
+	if (ctx.nsections == 0) {
+		/* an empty file (a truncated save, say) would otherwise mean "defaults and no database at all" */
+		if (err && errlen)
+			snprintf(err, errlen, "%s: no section at all (expected [parley] or [pgbouncer], and [databases])",
+				 path);
+		goto failed;
+	}
 	*cfg = tmp;
 	return 0;
 failed:

@@ -308,6 +308,19 @@ def wait_log(p, pattern, timeout=5):
     return False
 
 
+def test_reload_with_an_emptied_config_file_keeps_old_config(parley, busy):
+    """A truncated save leaves an empty file: loading it would mean defaults and no database at all."""
+    p = parley()
+    b = busy(p)
+    p.write_raw_config("")
+    p.reload()
+    assert wait_log(p, r"no section at all"), p.log_text()
+    with p.connect() as conn:
+        assert conn.execute("SELECT 'old config works'").fetchone() == ("old config works",)
+    b.check()
+    assert p.running()
+
+
 def test_reload_with_broken_config_keeps_old_config(parley, busy):
     p = parley()
     b = busy(p)

@@ -390,7 +390,6 @@ static const struct file_case syntax_cases[] = {
 	{ "[users]\nbob = bogus=1\n", 2, "user \"bob\": unknown parameter \"bogus\"" },
 	{ "[users]\nbob = pool_mode=none\n", 2, "user \"bob\": invalid value \"none\" for pool_mode: expected session, transaction or statement" },
 	/* files that load */
-	{ "", 0, NULL },
 	{ "\xEF\xBB\xBF[parley]\r\nlisten_port = 6000\r\n", 0, NULL },
 	{ "[Parley]   ; comment after a header\n  # indented comment\n\tlisten_port\t=\t6000\n", 0, NULL },
 	{ "[cache]\nanything = 60\n[peers]\n1 = host=x\n[parley]\nlisten_port = 6000\n", 0, NULL },
@@ -408,6 +407,26 @@ static void test_syntax(void **state)
 			load_ok(syntax_cases[i].content, &cfg, NULL);
 			config_free(&cfg);
 		}
+	}
+}
+
+/* A file with no section at all (empty, or comments only: a truncated save) is refused, at startup and on RELOAD,
+ * rather than loaded as "all defaults, no database". */
+static void test_file_without_sections_is_refused(void **state)
+{
+	static const char *const contents[] = { "", "\n\n", "; only a comment\n# and another\n" };
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(contents); i++) {
+		struct parley_config cfg;
+		char err[1024] = "", expect[1200];
+		const char *path = write_temp(contents[i]);
+		if (config_load(path, &cfg, err, sizeof(err)) == 0) {
+			config_free(&cfg);
+			fail_msg("expected an error for:\n%s", contents[i]);
+		}
+		snprintf(expect, sizeof(expect),
+			 "%s: no section at all (expected [parley] or [pgbouncer], and [databases])", path);
+		assert_string_equal(err, expect);
 	}
 }
 
@@ -996,6 +1015,7 @@ int main(void)
 		cmocka_unit_test(test_good_values),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_syntax),
+		cmocka_unit_test(test_file_without_sections_is_refused),
 		cmocka_unit_test(test_pgbouncer_alias),
 		cmocka_unit_test(test_include),
 		cmocka_unit_test(test_databases),
