@@ -901,6 +901,11 @@ static void note_statement(struct client *c, struct server *sv, struct group *gr
 		}
 		break;
 	}
+	case SHAPE_READ:
+		/* a read calling a function parley does not know (SELECT my_func(1)) may write any table */
+		if (sh->write_all_tables)
+			wrec_all_tables(&grp->writes);
+		break;
 	case SHAPE_MULTI:
 		note_multi_settings(rc, sh, fnv1a(0x9e3779b97f4a7c15ULL, text, tlen));
 		note_writes(grp, sh, pv);

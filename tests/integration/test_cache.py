@@ -260,6 +260,30 @@ def test_write_to_a_table_the_cache_has_not_named_yet_still_invalidates_at_commi
     w.close()
 
 
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+@pytest.mark.parametrize("call", ["SELECT {fn}({aid}, '{v}')", "SELECT * FROM {fn}({aid}, '{v}')"],
+                         ids=["select-fn", "select-from-fn"])
+def test_a_read_that_calls_a_function_which_writes_invalidates(cached, pg, protocol, call):
+    """SELECT of a function parley does not know may write anything (here an UPDATE inside a SQL function): like
+    CALL and DO, it counts as a write to every table, or the next read is answered with the old row."""
+    pg.query("CREATE OR REPLACE FUNCTION parley_test_rename(i bigint, n text) RETURNS int LANGUAGE sql AS "
+             "$$ UPDATE parlant_agent SET name = n WHERE id = i; SELECT 1 $$")
+    p = cached()
+    aid = make_agent(pg, "before")
+    sql = f"SELECT name FROM parlant_agent WHERE id = {aid}"
+    w = wire_login(p)
+    assert names(w.query(sql)) == ["before"]
+    set_name_directly(pg, aid, "behind-parley")
+    assert names(w.query(sql)) == ["before"], "the read is not cached: this test would prove nothing"
+    text = call.format(fn="parley_test_rename", aid=aid, v="by-function")
+    if protocol == "simple":
+        assert not Wire.errors(w.query(text))
+    else:
+        assert not Wire.errors(extended(w, text))
+    assert names(w.query(sql)) == ["by-function"]
+    w.close()
+
+
 def test_extended_protocol_write_invalidates(cached, pg):
     p = cached()
     aid = make_agent(pg, "e1")
