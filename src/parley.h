@@ -155,6 +155,8 @@ struct server {
 	bool ready;                  /* login finished */
 	bool internal;               /* running a query of parley's own: responses are swallowed */
 	bool dirty;                  /* close instead of reusing (config changed, protocol confusion) */
+	char internal_state[6];      /* SQLSTATE of the first error parley's own query on it got ("" = none) */
+	char internal_error[200];    /* and its message, for the client the query was run for */
 	char tx_status;              /* last ReadyForQuery status: 'I', 'T', 'E' */
 	int expect_rfq;              /* ReadyForQuery messages still owed for what the client sent */
 	usec_t connect_time;         /* monotonic */

@@ -681,9 +681,15 @@ static void server_internal_step(struct server *sv)
 			server_param_status(sv, msg + 5, h.len - 4);
 		} else if (h.type == BE_ERROR) {
 			struct error_fields ef;
-			if (proto_parse_error(msg + 5, h.len - 4, &ef) == PROTO_OK)
+			if (proto_parse_error(msg + 5, h.len - 4, &ef) == PROTO_OK) {
 				log_warning("S-%p: %s/%s internal query failed: %s", (void *)sv, sv->pool->dbname, sv->pool->user,
 					    ef.message ? ef.message : "?");
+				if (!sv->internal_state[0] && ef.sqlstate && strlen(ef.sqlstate) == 5) {
+					memcpy(sv->internal_state, ef.sqlstate, 6);
+					snprintf(sv->internal_error, sizeof(sv->internal_error), "%s",
+						 ef.message ? ef.message : "");
+				}
+			}
 			sv->dirty = true;
 		} else if (h.type == BE_READY) {
 			sv->tx_status = (char)msg[5];
@@ -697,7 +703,17 @@ static void server_internal_step(struct server *sv)
 	if (sv->client) {
 		struct client *c = sv->client;
 		if (sv->dirty) {
-			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "failed to set session parameters on the server");
+			/* the client's own settings (a startup parameter PostgreSQL refuses, say): its error, as PostgreSQL
+			 * would have given it at login */
+			char reason[300];
+			if (sv->internal_state[0]) {
+				snprintf(reason, sizeof(reason), "failed to set session parameters on the server: %s",
+					 sv->internal_error);
+				client_disconnect(c, sv->internal_state, reason);
+			} else {
+				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION,
+						  "failed to set session parameters on the server");
+			}
 			return;
 		}
 		sock_want_read(&c->s, true);

@@ -513,3 +513,27 @@ def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning(parley):
                 raise
             time.sleep(0.2)
     assert p.running()
+
+
+@pytest.mark.parametrize("params", [{"TimeZone": "Mars/Olympus"}, {"DateStyle": "nonsense"}],
+                         ids=["timezone", "datestyle"])
+def test_a_startup_parameter_postgres_refuses_gets_postgres_own_error(parley, busy, params):
+    """parley accepts the startup parameters and sets them on each server the client gets: when PostgreSQL refuses a
+    value, the client gets PostgreSQL's SQLSTATE and message (22023 invalid_parameter_value), not a protocol error."""
+    p = parley(pool_mode="transaction")
+    b = busy(p)
+    with p.wire() as w:
+        try:  # refused at login, or (as now) when the first query needs a server
+            w.login(USER, **params)
+            w.send(qmsg("SELECT 1"))
+            msgs, closed = w.read_until_closed(timeout=5)
+            assert closed, msgs
+            err = (Wire.errors(msgs) or [None])[-1]
+        except WireError as e:
+            err = e.fields
+    assert err is not None
+    assert err.get("C") == "22023", err
+    name = next(iter(params))
+    assert name.lower() in err.get("M", "").lower(), err
+    b.check()
+    assert p.running()
