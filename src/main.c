@@ -73,6 +73,8 @@ static int count_active_servers(void)
 
 void parley_check_shutdown(void)
 {
+	if (event_base_got_break(g.base))
+		return;	/* already decided (several closes in one loop iteration each call this) */
 	if (g.shutdown == SHUTDOWN_SAFE && count_active_servers() == 0) {
 		log_info("shutdown: no server is in use, exiting");
 		event_base_loopbreak(g.base);
