@@ -1453,38 +1453,35 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- client → server ---- */
 
-static bool valid_frontend_type(uint8_t t)
-{
-	switch (t) {
-	case FE_QUERY:
-	case FE_PARSE:
-	case FE_BIND:
-	case FE_DESCRIBE:
-	case FE_EXECUTE:
-	case FE_CLOSE:
-	case FE_SYNC:
-	case FE_FLUSH:
-	case FE_FUNCTION_CALL:
-	case FE_COPY_DATA:
-	case FE_COPY_DONE:
-	case FE_COPY_FAIL:
-	case FE_TERMINATE:
-		return true;
-	default:
-		return false;
-	}
-}
-
 /* PostgreSQL's limits on a frontend message's length (PQ_SMALL_MESSAGE_LIMIT and PQ_LARGE_MESSAGE_LIMIT in its
  * libpq.h, applied by postgres.c's SocketBackend): longer, and it closes the connection. */
 #define PG_SMALL_MESSAGE_LIMIT 10000u
 #define PG_LARGE_MESSAGE_LIMIT (0x40000000u - 1)
 
-/* The message types PostgreSQL holds to PG_SMALL_MESSAGE_LIMIT. */
-static bool message_is_small(uint8_t t)
+/* The largest length field a frontend message of type t may carry (4: the message has no body), or 0 when t is
+ * not a frontend message type. */
+static uint32_t frontend_max_len(uint8_t t)
 {
-	return t == FE_CLOSE || t == FE_DESCRIBE || t == FE_EXECUTE || t == FE_FLUSH || t == FE_SYNC ||
-	       t == FE_COPY_DONE || t == FE_COPY_FAIL;
+	switch (t) {
+	case FE_QUERY:
+	case FE_PARSE:
+	case FE_BIND:
+	case FE_FUNCTION_CALL:
+	case FE_COPY_DATA:
+		return PG_LARGE_MESSAGE_LIMIT;
+	case FE_DESCRIBE:
+	case FE_EXECUTE:
+	case FE_CLOSE:
+	case FE_COPY_FAIL:
+		return PG_SMALL_MESSAGE_LIMIT;
+	case FE_SYNC:
+	case FE_FLUSH:
+	case FE_COPY_DONE:
+	case FE_TERMINATE:
+		return 4;
+	default:
+		return 0;
+	}
 }
 
 /* Writes a message with a rewritten statement name: type, then name, then rest[0..restlen). prefix (portal name
@@ -1836,7 +1833,7 @@ void relay_client_input(struct client *c)
 	for (;;) {
 		struct pkt_header h;
 		size_t avail;
-		uint32_t mlen;
+		uint32_t mlen, maxlen;
 		enum proto_rc prc;
 
 		if (c->state != CL_ACTIVE || rc->waiter) {
@@ -1867,7 +1864,8 @@ void relay_client_input(struct client *c)
 			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, why);
 			return;
 		}
-		if (!valid_frontend_type(h.type)) {
+		maxlen = frontend_max_len(h.type);
+		if (maxlen == 0) {
 			char msg[120];
 			if (h.type >= 0x20 && h.type < 0x7f)
 				snprintf(msg, sizeof(msg), "invalid frontend message type '%c'", h.type);
@@ -1880,19 +1878,16 @@ void relay_client_input(struct client *c)
 			client_disconnect(c, NULL, "client sent Terminate");
 			return;
 		}
-		if (h.len != 4 && (h.type == FE_SYNC || h.type == FE_FLUSH || h.type == FE_COPY_DONE)) {
-			/* PostgreSQL would answer with an error and then skip everything up to the next Sync, a reply
-			 * nobody waits for that would leave the server out of step for its next client */
+		if (h.len > maxlen) {
+			/* what PostgreSQL would refuse: a body it answers with an error and then skips up to the next Sync
+			 * (a reply nobody waits for, leaving the server out of step for its next client), or a length it
+			 * closes the connection for. Refused here, and the server is kept. */
 			char msg[120];
-			snprintf(msg, sizeof(msg), "invalid frontend message: %s with a body of %u bytes (it has none)",
-				 h.type == FE_SYNC ? "Sync" : h.type == FE_FLUSH ? "Flush" : "CopyDone", h.len - 4);
-			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
-			return;
-		}
-		if (h.len > (message_is_small(h.type) ? PG_SMALL_MESSAGE_LIMIT : PG_LARGE_MESSAGE_LIMIT)) {
-			/* what PostgreSQL would refuse by closing the connection: refuse it here and keep the server */
-			char msg[120];
-			snprintf(msg, sizeof(msg), "invalid message length %u for message type '%c'", h.len, h.type);
+			if (maxlen == 4)
+				snprintf(msg, sizeof(msg), "invalid frontend message: %s with a body of %u bytes (it has none)",
+					 proto_msg_name(h.type, true), h.len - 4);
+			else
+				snprintf(msg, sizeof(msg), "invalid message length %u for message type '%c'", h.len, h.type);
 			client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, msg);
 			return;
 		}

@@ -705,15 +705,11 @@ static void server_internal_step(struct server *sv)
 		if (sv->dirty) {
 			/* the client's own settings (a startup parameter PostgreSQL refuses, say): its error, as PostgreSQL
 			 * would have given it at login */
-			char reason[300];
-			if (sv->internal_state[0]) {
+			char reason[300] = "failed to set session parameters on the server";
+			if (sv->internal_state[0])
 				snprintf(reason, sizeof(reason), "failed to set session parameters on the server: %s",
 					 sv->internal_error);
-				client_disconnect(c, sv->internal_state, reason);
-			} else {
-				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION,
-						  "failed to set session parameters on the server");
-			}
+			client_disconnect(c, sv->internal_state[0] ? sv->internal_state : SQLSTATE_PROTOCOL_VIOLATION, reason);
 			return;
 		}
 		sock_want_read(&c->s, true);

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from harness import (CANCEL_REQUEST_CODE, PASSWORDS, PROTOCOL_3, SSL_REQUEST_CODE, Wire, WireError, free_port,
-                     startup_packet, write_file)
+                     startup_packet, wait_until, write_file)
 
 GSSENC_REQUEST_CODE = 80877104
 USER = "app_md5"
@@ -502,16 +502,14 @@ def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning(parley):
     finally:
         for s in socks:
             s.close()
-    deadline = time.monotonic() + 15
-    while True:
+    def answered():
         try:
             with p.connect() as conn:
-                assert conn.execute("SELECT 'accepting again'").fetchone() == ("accepting again",)
-            break
+                return conn.execute("SELECT 'accepting again'").fetchone()
         except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            return None
+    assert wait_until(answered, 15, interval=0.2, what="a new client after the descriptors were freed") == \
+        ("accepting again",)
     assert p.running()
 
 
