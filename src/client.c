@@ -402,8 +402,16 @@ void client_accept(int fd, const struct sockaddr *sa, socklen_t salen, bool is_u
 	g.total_clients_ever++;
 	sock_want_read(&c->s, true);
 	if (g.client_count > g.cfg.max_client_conn) {
-		client_disconnect(c, SQLSTATE_TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)");
-		return;
+		/* As PostgreSQL's superuser_reserved_connections: a few connections beyond the limit are read, so that a
+		 * CancelRequest still reaches a runaway query and an operator still gets into the admin console of a
+		 * pooler that is full; any other login among them is refused once its StartupMessage names the database
+		 * (also as PostgreSQL, which answers SSLRequest first and says "too many clients" after the startup
+		 * packet). Beyond the reserve, the connection is refused at once. */
+		if (g.client_count > g.cfg.max_client_conn + CLIENT_RESERVED_CONN) {
+			client_disconnect(c, SQLSTATE_TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)");
+			return;
+		}
+		c->over_limit = true;
 	}
 	log_debug("C-%p: new connection from %s:%d", (void *)c, c->addr, c->port);
 }
@@ -944,11 +952,38 @@ void client_handle_cancel(uint32_t pid, uint32_t key)
 	server_send_cancel(c->server);
 }
 
+/* As PostgreSQL 15: a client asking for protocol 3.1 or later, or sending protocol options (_pq_.name, none of which
+ * parley knows), is told with NegotiateProtocolVersion that the newest version is 3.0 and which options were not
+ * recognized; the client then carries on with 3.0 or hangs up. */
+static void client_negotiate_version(struct client *c, const struct startup_packet *sp)
+{
+	struct pkt_builder b;
+	uint32_t n = 0;
+
+	for (int i = 0; i < sp->nparams; i++)
+		if (strncmp(sp->names[i], "_pq_.", 5) == 0)
+			n++;
+	if (sp->minor == 0 && n == 0)
+		return;
+	pkt_init(&b);
+	pkt_begin(&b, BE_NEGOTIATE_VERSION);
+	pkt_u32(&b, PROTO_V3); /* the newest version supported, 3.0, as PostgreSQL writes it (major << 16 | minor) */
+	pkt_u32(&b, n);
+	for (int i = 0; i < sp->nparams; i++)
+		if (strncmp(sp->names[i], "_pq_.", 5) == 0)
+			pkt_cstr(&b, sp->names[i]);
+	pkt_end(&b);
+	send_pkt(&c->s, &b);
+	pkt_free(&b);
+}
+
 /* Processes the StartupMessage: parameters, database lookup, then the authentication challenge. */
 static void client_startup(struct client *c, const struct startup_packet *sp)
 {
 	const char *user = sp->user, *db = sp->database;
 	char msg[300];
+
+	client_negotiate_version(c, sp);
 
 	if (!user || !*user) {
 		client_disconnect(c, SQLSTATE_INVALID_AUTH_SPEC, "no user name specified in startup packet");
@@ -962,10 +997,14 @@ static void client_startup(struct client *c, const struct startup_packet *sp)
 	}
 	strcpy(c->user, user);
 	strcpy(c->dbname, db);
+	if (c->over_limit && !admin_is_console_db(db)) {
+		client_disconnect(c, SQLSTATE_TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)");
+		return;
+	}
 	for (int i = 0; i < sp->nparams; i++) {
 		const char *n = sp->names[i], *v = sp->values[i];
 		int var;
-		if (strcmp(n, "user") == 0 || strcmp(n, "database") == 0)
+		if (strcmp(n, "user") == 0 || strcmp(n, "database") == 0 || strncmp(n, "_pq_.", 5) == 0)
 			continue;
 		var = tracked_var_lookup(n);
 		if (var >= 0) {
@@ -1015,10 +1054,6 @@ static bool client_start_tls(struct client *c, uint8_t *pkt)
 	if (tls_client_mode() == TLS_DISABLE || strcmp(c->addr, "unix") == 0)
 		return false;
 	free(pkt);
-	if (c->s.ssl) {
-		client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "SSL request inside an SSL connection");
-		return true;
-	}
 	/* Bytes sent after the SSLRequest but before the handshake were not protected by TLS, yet would be read as if
 	 * they had been (CVE-2021-23222 / CVE-2021-23214): refuse them. */
 	if (ibuf_len(&c->s.in) > 0) {
@@ -1068,9 +1103,24 @@ static void client_login_step(struct client *c)
 			ibuf_remove(&c->s.in, pkt, len);
 			if (proto_parse_startup(pkt, len, &sp, err, sizeof(err)) != PROTO_OK) {
 				free(pkt);
-				client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, err);
+				client_disconnect(c, sp.bad_version ? SQLSTATE_FEATURE_NOT_SUPPORTED :
+								      SQLSTATE_PROTOCOL_VIOLATION, err);
 				return;
 			}
+			if ((sp.code == PROTO_SSL_REQUEST && c->ssl_answered) ||
+			    (sp.code == PROTO_GSSENC_REQUEST && c->gss_answered)) {
+				/* PostgreSQL answers each request once, then reads the next packet as a StartupMessage: a
+				 * client repeating it would otherwise loop here for as long as it likes */
+				snprintf(err, sizeof(err), "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+					 sp.code >> 16, sp.code & 0xFFFFu);
+				free(pkt);
+				client_disconnect(c, SQLSTATE_FEATURE_NOT_SUPPORTED, err);
+				return;
+			}
+			if (sp.code == PROTO_SSL_REQUEST)
+				c->ssl_answered = true;
+			else if (sp.code == PROTO_GSSENC_REQUEST)
+				c->gss_answered = true;
 			if (sp.code == PROTO_SSL_REQUEST && client_start_tls(c, pkt))
 				return;
 			if (sp.code == PROTO_SSL_REQUEST || sp.code == PROTO_GSSENC_REQUEST) {

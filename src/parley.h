@@ -108,6 +108,9 @@ enum client_auth_step { AUTHS_NONE, AUTHS_PASSWORD, AUTHS_MD5, AUTHS_SASL_INIT, 
 struct pool;
 struct server;
 
+/* Connections accepted beyond max_client_conn for the admin console and CancelRequests (client.c). */
+#define CLIENT_RESERVED_CONN 3
+
 struct client {
 	struct list_head node;       /* in pool->clients_active / clients_waiting, or g.login_clients, or g.justfree */
 	enum client_state state;
@@ -129,6 +132,9 @@ struct client {
 	struct authquery_lookup *auth_lookup; /* auth_query lookup running for this login (authquery.c owns it), or NULL */
 	bool auth_lookup_done;       /* auth_query ran for this login: its credential (or its absence) is final */
 	bool startup_done;           /* StartupMessage received */
+	bool ssl_answered;           /* an SSLRequest was answered (a second one is refused, as PostgreSQL does) */
+	bool gss_answered;           /* a GSSENCRequest was answered 'N' */
+	bool over_limit;             /* accepted beyond max_client_conn: only the admin console or a cancel may follow */
 	bool in_tx;                  /* last ReadyForQuery said 'T' or 'E' */
 	usec_t connect_time;         /* monotonic */
 	usec_t connect_wall;         /* wall clock, for SHOW CLIENTS */

@@ -127,12 +127,17 @@ enum proto_rc proto_parse_startup(const uint8_t *pkt, size_t len, struct startup
 		if (len != 8)
 			return startup_fail(err, errlen, "invalid GSSENCRequest length %zu, expected 8", len);
 		return PROTO_OK;
-	case PROTO_V3:
-		break;
 	default:
-		/* parley does not send NegotiateProtocolVersion, so only 3.0 itself is accepted. */
-		return startup_fail(err, errlen, "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
-				    code >> 16, code & 0xFFFFu);
+		/* As PostgreSQL: any 3.x is accepted, and a minor version above 0 is answered with NegotiateProtocolVersion
+		 * (the client then speaks 3.0); another major version, or a request code PostgreSQL does not know, is not. */
+		if (code >> 16 != 3) {
+			sp->bad_version = true;
+			return startup_fail(err, errlen, "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+					    code >> 16, code & 0xFFFFu);
+		}
+		sp->code = PROTO_V3;
+		sp->minor = code & 0xFFFFu;
+		break;
 	}
 
 	pos = 8;

@@ -106,7 +106,9 @@ enum proto_rc proto_read_startup_len(const uint8_t *data, size_t avail, uint32_t
 
 /* A parsed startup-phase packet. Strings point into the caller's packet buffer. */
 struct startup_packet {
-	uint32_t code;                 /* PROTO_V3, PROTO_CANCEL_REQUEST, PROTO_SSL_REQUEST, PROTO_GSSENC_REQUEST */
+	uint32_t code;                 /* PROTO_V3 (any 3.x), PROTO_CANCEL_REQUEST, PROTO_SSL_REQUEST, PROTO_GSSENC_REQUEST */
+	uint16_t minor;                /* PROTO_V3: the minor version the client asked for (3.minor) */
+	bool bad_version;              /* PROTO_BAD because of the version or request code (PostgreSQL: 0A000) */
 	uint32_t cancel_pid;           /* CancelRequest only */
 	uint32_t cancel_key;
 	int nparams;

@@ -713,6 +713,7 @@ class Wire:
         self.buf = b""
         self.closed_by_peer = False
         self.auth_requests = []  # authentication request codes seen by login(): 0 ok, 3 cleartext, 5 md5, 10 SASL
+        self.negotiate = None  # login(): payload of a NegotiateProtocolVersion ('v'), if one came
 
     def close(self):
         try:
@@ -796,6 +797,9 @@ class Wire:
             mtype, payload = self.read_message()
             if mtype == b"E":
                 raise WireError(parse_error_fields(payload))
+            if mtype == b"v" and self.negotiate is None and not self.auth_requests:
+                self.negotiate = payload
+                continue
             if mtype != b"R":
                 raise AssertionError(f"unexpected message {mtype!r} during authentication")
             code = struct.unpack("!I", payload[:4])[0]

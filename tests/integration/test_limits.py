@@ -3,13 +3,14 @@ max_db_connections, max_user_connections, per-database and per-user pool_mode / 
 application_name_add_host, and the SHOW CONFIG rows of these settings."""
 
 import socket
+import struct
 import threading
 import time
 
 import psycopg
 import pytest
 
-from harness import Wire, WireError, console_rows, message, wait_until
+from harness import SSL_REQUEST_CODE, Wire, WireError, console_rows, message, wait_until
 
 USER = "app_md5"
 OTHER = "app_plain"
@@ -339,3 +340,62 @@ def test_show_config_reports_these_settings_with_their_values_and_defaults(parle
         assert rows[key]["value"] == value, rows[key]
         assert rows[key]["default"] == defaults[key], rows[key]
         assert rows[key]["changeable"] == "yes", rows[key]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# max_client_conn
+
+
+def test_max_client_conn_refuses_logins_but_not_cancels_or_the_admin_console(parley, target):
+    """With max_client_conn clients connected, another login gets 53300 after its SSLRequest is answered and its
+    StartupMessage read (as PostgreSQL's "too many clients"), while a CancelRequest still stops a running query and
+    the admin console still answers (PostgreSQL's superuser_reserved_connections); only 3 connections are taken
+    beyond the limit, and one more is refused at once."""
+    if not target.is_parley:
+        pytest.skip("PgBouncer refuses the console and cancels too once max_client_conn is reached")
+    p = parley(max_client_conn=3, default_pool_size=5)
+    conns = [p.connect() for _ in range(3)]
+    try:
+        sleeper = Background(lambda: conns[0].execute("SELECT pg_sleep(30)"))
+        wait_until(lambda: any(r["state"] == "active" for r in console_rows(p, "SHOW SERVERS")), 10,
+                   what="the sleeping query to reach a server")
+        # a login: the SSLRequest is answered, then the login is refused by name
+        with p.wire(timeout=5) as w:
+            w.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
+            assert w.read_bytes(1) == b"N"
+            with pytest.raises(WireError) as e:
+                w.login(USER)
+            assert e.value.sqlstate == "53300" and "max_client_conn" in e.value.message
+        # the admin console still works while the pooler is full
+        assert pool_row(p, "parlant", USER)["cl_active"] == "3"
+        # and a cancel still reaches the running query (psycopg sends a CancelRequest on a new connection)
+        t0 = time.monotonic()
+        conns[0].cancel()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            sleeper.wait(10)
+        assert time.monotonic() - t0 < 10
+        # the reserve is 3 connections: with them taken by connections that send nothing, the next is refused at
+        # once, before it sends a byte
+        idle = [socket.create_connection((p.host, p.port), timeout=5) for _ in range(3)]
+        try:
+            # (the listen backlog is accepted in order: the idle three are in before the next one)
+            with Wire(p.host, p.port, timeout=5) as w:
+                msgs, closed = w.read_until_closed(timeout=5)
+            assert closed and [(e.get("C"), e.get("M")) for e in Wire.errors(msgs)] == [
+                ("53300", "no more connections allowed (max_client_conn)")], msgs
+        finally:
+            for s in idle:
+                s.close()
+        # the clients already in are unaffected
+        for c in conns:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for c in conns:
+            c.close()
+    # and once they are gone, logins work again
+    def login_works():
+        try:
+            return one_query(p, "SELECT 2") == (2,)
+        except psycopg.OperationalError:
+            return False
+    wait_until(login_works, 10, what="a login after the clients left")

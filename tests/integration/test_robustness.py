@@ -82,10 +82,6 @@ def garbage_startup_tiny_length():
     return struct.pack("!II", 3, PROTOCOL_3)
 
 
-def garbage_startup_bad_protocol():
-    return startup_packet(USER, "parlant", protocol=0x12345678)
-
-
 def garbage_random_bytes():
     data = bytearray(random.Random(20240229).randbytes(8192))
     data[0] = 0x5A  # as a startup length: ~1.5 GB
@@ -93,15 +89,14 @@ def garbage_random_bytes():
 
 
 def garbage_startup_random_body():
-    body = random.Random(7).randbytes(196)
-    return struct.pack("!I", 200) + body
+    body = random.Random(7).randbytes(192)  # after a 3.0 version word (any other version is refused as such)
+    return struct.pack("!II", 200, PROTOCOL_3) + body
 
 
 # name -> (needs a logged-in connection first, bytes to send)
 MALFORMED = {
     "startup-huge-length": (False, garbage_startup_huge_length),
     "startup-tiny-length": (False, garbage_startup_tiny_length),
-    "startup-bad-protocol-version": (False, garbage_startup_bad_protocol),
     "startup-random-body": (False, garbage_startup_random_body),
     "random-bytes": (False, garbage_random_bytes),
     "query-length-2GB": (True, lambda: b"Q" + struct.pack("!I", 0x80000000) + b"SELECT 1\0"),
@@ -237,6 +232,70 @@ def test_gssenc_request_answered_N_then_plain_startup_works(parley):
         w.login(USER)
         assert w.data_rows(w.query("SELECT 1")) == [["1"]]
     assert p.running()
+
+
+def test_a_second_ssl_request_is_refused_as_postgres_does(parley, pg):
+    """PostgreSQL answers one SSLRequest, then reads the next packet as a StartupMessage: a second SSLRequest is an
+    unsupported protocol version (1234.5679) and the connection ends. parley used to answer 'N' forever."""
+    p = parley()
+    seen = {}
+    for name, ep in (("postgres", pg), ("pooler", p)):
+        with Wire(ep.host, ep.port, timeout=5) as w:
+            w.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
+            assert w.read_bytes(1) == b"N"
+            w.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
+            msgs, closed = w.read_until_closed(timeout=5)
+        assert closed, f"{name}: connection still open after a second SSLRequest"
+        errs = Wire.errors(msgs)
+        assert len(errs) == 1, (name, msgs)
+        seen[name] = (errs[0].get("C"), errs[0].get("M"))
+    assert seen["pooler"] == seen["postgres"] == (
+        "0A000", "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0")
+    with p.wire(timeout=5) as w:  # each of SSL and GSS encryption is offered once; libpq may ask for both
+        w.send(struct.pack("!II", 8, GSSENC_REQUEST_CODE))
+        assert w.read_bytes(1) == b"N"
+        w.send(struct.pack("!II", 8, SSL_REQUEST_CODE))
+        assert w.read_bytes(1) == b"N"
+        w.send(struct.pack("!II", 8, GSSENC_REQUEST_CODE))
+        msgs, closed = w.read_until_closed(timeout=5)
+        assert closed and [e.get("C") for e in Wire.errors(msgs)] == ["0A000"], msgs
+    assert p.running()
+
+
+def test_newer_protocol_minor_and_protocol_options_get_negotiate_protocol_version(parley, pg):
+    """A client asking for protocol 3.2 with a _pq_ option gets the same NegotiateProtocolVersion from parley as
+    from PostgreSQL 15 (newest minor 0, the option not recognized), then logs in and runs queries as 3.0."""
+    p = parley()
+    got = {}
+    for name, ep in (("postgres", pg), ("pooler", p)):
+        with Wire(ep.host, ep.port, timeout=5) as w:
+            w.login(USER, protocol=(3 << 16) | 2, **{"_pq_.parley_test": "on"})
+            got[name] = w.negotiate
+            assert w.data_rows(w.query("SELECT 6 * 7")) == [["42"]], name
+    assert got["postgres"] == struct.pack("!II", 3 << 16, 1) + b"_pq_.parley_test\0"
+    assert got["pooler"] == got["postgres"]
+    with p.wire(timeout=5) as w:  # 3.0 without options: no NegotiateProtocolVersion
+        w.login(USER)
+        assert w.negotiate is None
+
+
+# (2.0 is refused too, but PostgreSQL answers a 2.0 client in the old protocol's error format, which parley does not)
+@pytest.mark.parametrize("version", [(4, 0), (0x1234, 0x5678)], ids=["4.0", "garbage"])
+def test_unsupported_protocol_version_is_refused_as_postgres_does(parley, pg, busy, version):
+    p = parley()
+    b = busy(p)
+    seen = {}
+    for name, ep in (("postgres", pg), ("pooler", p)):
+        with Wire(ep.host, ep.port, timeout=5) as w:
+            w.send(startup_packet(USER, "parlant", protocol=version[0] << 16 | version[1]))
+            msgs, closed = w.read_until_closed(timeout=5)
+        assert closed, name
+        errs = Wire.errors(msgs)
+        assert len(errs) == 1, (name, msgs)
+        seen[name] = (errs[0].get("S"), errs[0].get("C"), errs[0].get("M"))
+    assert seen["pooler"] == seen["postgres"] == (
+        "FATAL", "0A000", f"unsupported frontend protocol {version[0]}.{version[1]}: server supports 3.0 to 3.0")
+    b.check()
 
 
 def test_cancel_request_with_unknown_key_is_ignored(parley, busy):

@@ -160,7 +160,9 @@ static void test_parse_startup_table(void **state)
 		{ "length word mismatch", BODY(V3 "user\0a\0\0"), 100, PROTO_BAD, "does not match", 0, 0, NULL, NULL },
 		{ "protocol 2.0", BODY("\x00\x02\x00\x00" "user\0a\0\0"), 0, PROTO_BAD, "unsupported frontend protocol 2.0",
 		  0, 0, NULL, NULL },
-		{ "protocol 3.2", BODY("\x00\x03\x00\x02" "user\0a\0\0"), 0, PROTO_BAD, "unsupported frontend protocol 3.2",
+		{ "protocol 3.2: accepted as 3.0 (the client is sent NegotiateProtocolVersion)",
+		  BODY("\x00\x03\x00\x02" "user\0a\0_pq_.x\0y\0\0"), 0, PROTO_OK, NULL, PROTO_V3, 2, "a", NULL },
+		{ "protocol 4.0", BODY("\x00\x04\x00\x00" "user\0a\0\0"), 0, PROTO_BAD, "unsupported frontend protocol 4.0",
 		  0, 0, NULL, NULL },
 		{ "unknown request code", BODY("\x04\xd2\x16\x31"), 0, PROTO_BAD, "unsupported frontend protocol 1234.5681", 0,
 		  0, NULL, NULL },
@@ -201,9 +203,13 @@ static void test_parse_startup_table(void **state)
 			if (!strstr(err, c->err))
 				print_message("  err=\"%s\", want \"%s\"\n", err, c->err);
 			assert_non_null(strstr(err, c->err));
+			/* the version errors are the ones PostgreSQL reports with 0A000 */
+			assert_int_equal(sp.bad_version, strstr(c->err, "unsupported frontend protocol") != NULL);
 			continue;
 		}
 		assert_int_equal(sp.code, c->code);
+		if (c->code == PROTO_V3)
+			assert_int_equal(sp.minor, ((uint8_t)c->body[2] << 8) | (uint8_t)c->body[3]);
 		assert_int_equal(sp.nparams, c->nparams);
 		if (c->user)
 			assert_string_equal(sp.user, c->user);
