@@ -25,7 +25,8 @@ struct sess_vals {
 enum fx_kind {
 	FX_SET,                    /* SET name TO value */
 	FX_RESET,                  /* RESET name / SET name TO DEFAULT */
-	FX_RESET_ALL,              /* RESET ALL / DISCARD ALL */
+	FX_RESET_ALL,              /* RESET ALL: every parameter but the role (GUC_NO_RESET_ALL) */
+	FX_DISCARD_ALL,            /* DISCARD ALL: every parameter and the role */
 	FX_COMMIT,                 /* COMMIT / END: the pending effects are now the session's */
 	FX_ROLLBACK                /* ROLLBACK / ABORT: the pending effects are undone */
 };
@@ -76,6 +77,22 @@ static void vals_clear(struct sess_vals *v)
 	v->n = 0;
 }
 
+/* RESET ALL: as PostgreSQL, it leaves the role alone (SET ROLE is undone by RESET ROLE or DISCARD ALL). */
+static void vals_reset_all(struct sess_vals *v)
+{
+	int keep = vals_find(v, "role");
+	struct sess_val role;
+	if (keep < 0) {
+		vals_clear(v);
+		return;
+	}
+	role = v->v[keep];
+	v->v[keep] = v->v[--v->n];
+	vals_clear(v);
+	v->v[0] = role;
+	v->n = 1;
+}
+
 static void vals_set(struct sess_vals **pv, const char *name, const char *value, bool guc_string)
 {
 	struct sess_vals *v = vals_of(pv);
@@ -107,6 +124,10 @@ static void vals_apply(struct sess_vals **pv, const struct sess_fx *e)
 		vals_reset(*pv, e->name);
 		break;
 	case FX_RESET_ALL:
+		if (*pv)
+			vals_reset_all(*pv);
+		break;
+	case FX_DISCARD_ALL:
 		vals_clear(*pv);
 		break;
 	default:
@@ -162,11 +183,14 @@ static void fx_push(struct sess_fx **list, enum fx_kind kind, const char *name, 
 /* ---- which parameters are tracked ---- */
 
 /* name (lower-cased) is listed in track_extra_parameters and is not one parley tracks through ParameterStatus or the
- * startup packet anyway. */
+ * startup packet anyway; or it is the role, which is always tracked: a SET ROLE left on a shared server would make
+ * the next client of the pool run as that role. */
 static bool tracked(const char *name)
 {
 	const char *p = g.cfg.track_extra_parameters;
 	size_t nlen = strlen(name);
+	if (strcmp(name, "role") == 0)
+		return true;
 	if (!p || tracked_var_lookup(name) >= 0)
 		return false;
 	while (*p) {
@@ -314,18 +338,60 @@ static bool is_word(enum tok t, const struct lex *lx, const char *w)
 	return t == T_WORD && strcmp(lx->word, w) == 0;
 }
 
-/* SET [SESSION] name {TO | =} value: records it if the parameter is tracked. Returns the token after what it used. */
-static enum tok scan_set(struct lex *lx, struct sess_fx **fx)
+/* The value of a SET whose first value token is t: records it if the parameter is tracked. Returns the token after
+ * the statement. */
+static enum tok scan_value(struct lex *lx, enum tok t, const char *name, struct sess_fx **fx)
 {
-	char name[SHAPE_NAME_MAX];
 	const char *vs, *ve;
-	enum tok t = lex_next(lx);
 	bool dflt = false;
 	int ntok = 0;
 
+	vs = lx->ts;
+	ve = vs;
+	while (t != T_END && t != T_SEMI) {
+		if (ntok == 0 && is_word(t, lx, "default"))
+			dflt = true;
+		else if (ntok == 0 && is_word(t, lx, "from"))
+			return t; /* FROM CURRENT: only meaningful in function definitions */
+		ntok++;
+		ve = lx->te;
+		t = lex_next(lx);
+	}
+	if (ntok == 0 || !tracked(name))
+		return t;
+	if (ntok == 1 && strcmp(name, "role") == 0 && (ve - vs == 4 && strncasecmp(vs, "none", 4) == 0))
+		dflt = true; /* SET ROLE NONE is RESET ROLE */
+	if (dflt && ntok == 1) {
+		fx_push(fx, FX_RESET, name, NULL);
+	} else if ((size_t)(ve - vs) >= SESS_VALUE_MAX) {
+		log_warning("SET %s: value longer than %d bytes, not restored on other server connections", name,
+			    SESS_VALUE_MAX);
+	} else {
+		char *val = xmalloc((size_t)(ve - vs) + 1);
+		memcpy(val, vs, (size_t)(ve - vs));
+		val[ve - vs] = '\0';
+		fx_push(fx, FX_SET, name, val);
+		free(val);
+	}
+	return t;
+}
+
+/* SET [SESSION] name {TO | =} value, SET [SESSION] ROLE name, SET SCHEMA value: records it if the parameter is
+ * tracked. Returns the token after what it used. */
+static enum tok scan_set(struct lex *lx, struct sess_fx **fx)
+{
+	char name[SHAPE_NAME_MAX];
+	enum tok t = lex_next(lx);
+
 	if (is_word(t, lx, "session"))
 		t = lex_next(lx);
-	if (is_word(t, lx, "local") || is_word(t, lx, "time") || is_word(t, lx, "names") || is_word(t, lx, "role") ||
+	if (is_word(t, lx, "role")) {
+		t = lex_next(lx);
+		if (is_word(t, lx, "to") || (t == T_OTHER && *lx->ts == '='))
+			t = lex_next(lx); /* SET role TO name: the generic form */
+		return scan_value(lx, t, "role", fx);
+	}
+	if (is_word(t, lx, "local") || is_word(t, lx, "time") || is_word(t, lx, "names") ||
 	    is_word(t, lx, "session") || is_word(t, lx, "transaction") || is_word(t, lx, "constraints"))
 		return t; /* transaction-local, reported (TimeZone, client_encoding) or not a parameter */
 	if (is_word(t, lx, "schema")) {
@@ -340,33 +406,7 @@ static enum tok scan_set(struct lex *lx, struct sess_fx **fx)
 	} else {
 		return t;
 	}
-	t = lex_next(lx);
-	vs = lx->ts;
-	ve = vs;
-	while (t != T_END && t != T_SEMI) {
-		if (ntok == 0 && is_word(t, lx, "default"))
-			dflt = true;
-		else if (ntok == 0 && is_word(t, lx, "from"))
-			return t; /* FROM CURRENT: only meaningful in function definitions */
-		ntok++;
-		ve = lx->te;
-		t = lex_next(lx);
-	}
-	if (ntok == 0 || !tracked(name))
-		return t;
-	if (dflt && ntok == 1) {
-		fx_push(fx, FX_RESET, name, NULL);
-	} else if ((size_t)(ve - vs) >= SESS_VALUE_MAX) {
-		log_warning("SET %s: value longer than %d bytes, not restored on other server connections", name,
-			    SESS_VALUE_MAX);
-	} else {
-		char *val = xmalloc((size_t)(ve - vs) + 1);
-		memcpy(val, vs, (size_t)(ve - vs));
-		val[ve - vs] = '\0';
-		fx_push(fx, FX_SET, name, val);
-		free(val);
-	}
-	return t;
+	return scan_value(lx, lex_next(lx), name, fx);
 }
 
 /* Appends the session effects of every statement of text, in order. */
@@ -393,7 +433,7 @@ static void scan_text(struct sess_fx **fx, const char *text, size_t tlen)
 			} else if (!strcmp(lx.word, "discard")) {
 				t = lex_next(&lx);
 				if (is_word(t, &lx, "all"))
-					fx_push(fx, FX_RESET_ALL, NULL, NULL);
+					fx_push(fx, FX_DISCARD_ALL, NULL, NULL);
 			} else if (!strcmp(lx.word, "commit") || !strcmp(lx.word, "end")) {
 				t = lex_next(&lx);
 				if (!is_word(t, &lx, "prepared"))

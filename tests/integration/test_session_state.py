@@ -159,6 +159,55 @@ def test_pipelined_rollback_undoes_an_earlier_request(txpool):
         assert w.data_rows(w.query("SHOW search_path")) == [["public"]]
 
 
+@pytest.fixture
+def reader_role(pg):
+    """A role app_md5 may SET ROLE to."""
+    pg.query("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_it_reader') THEN "
+             "CREATE ROLE parley_it_reader NOLOGIN; END IF; END$$")
+    pg.query("GRANT parley_it_reader TO app_md5")
+    return "parley_it_reader"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_set_role_follows_the_client_and_does_not_leak_to_the_next(txpool, pg, reader_role, protocol):
+    """SET ROLE in transaction mode: the role goes with the client to whichever server it gets, and a client that
+    did not set it runs as the login user even on the server where another client did (it used to inherit the
+    role). RESET ALL keeps the role and RESET ROLE / SET ROLE NONE / DISCARD ALL drop it, as in PostgreSQL."""
+    with connect(txpool, protocol) as a, connect(txpool, protocol) as b:
+        assert backend(a) == backend(b), "pool of one: both clients must run on the same server connection"
+        a.execute(f"SET ROLE {reader_role}")
+        for _ in range(2):
+            assert one(b, "SELECT current_user") == "app_md5"
+            assert one(a, "SELECT current_user") == reader_role
+        a.execute("SET search_path TO pg_catalog; RESET ALL" if protocol == "simple" else "RESET ALL")
+        assert one(b, "SELECT current_user") == "app_md5"
+        assert one(a, "SELECT current_user") == reader_role
+        for reset in ("RESET ROLE", "SET ROLE NONE", "DISCARD ALL"):
+            a.execute(f"SET role TO '{reader_role}'")
+            assert one(b, "SELECT current_user") == "app_md5"
+            assert one(a, "SELECT current_user") == reader_role
+            a.execute(reset)
+            assert one(a, "SELECT current_user") == "app_md5", reset
+            assert one(b, "SELECT current_user") == "app_md5", reset
+        # a SET ROLE that is rolled back is not restored; one that fails is not either
+        a.execute("BEGIN")
+        a.execute(f"SET ROLE {reader_role}")
+        a.execute("ROLLBACK")
+        assert one(b, "SELECT current_user") == "app_md5"
+        assert one(a, "SELECT current_user") == "app_md5"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            a.execute("SET ROLE postgres")
+        assert one(b, "SELECT current_user") == "app_md5"
+        assert one(a, "SELECT current_user") == "app_md5"
+    # the same statements straight to PostgreSQL give the same answers (RESET ALL keeps the role there too)
+    with psycopg.connect(pg.dsn("app_md5"), autocommit=True) as d:
+        d.execute(f"SET ROLE {reader_role}")
+        d.execute("RESET ALL")
+        assert d.execute("SELECT current_user").fetchone()[0] == reader_role
+        d.execute("SET ROLE NONE")
+        assert d.execute("SELECT current_user").fetchone()[0] == "app_md5"
+
+
 def test_startup_parameter_of_a_tracked_setting(txpool):
     """pgjdbc's currentSchema sends search_path in the startup packet (PgBouncer accepts it when tracked)."""
     with txpool.wire() as w, connect(txpool) as b:
