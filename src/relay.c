@@ -20,6 +20,9 @@
 #define RELAY_SETTINGS_MAX 16
 /* Server-side statement names: this prefix and a process-unique number. */
 #define STMT_PREFIX "parley_"
+/* No definition gets number 0: STMT_PREFIX "0" is parley's scratch statement on every server, for the Parse that stands
+ * in for one of a name the client already has (parse_duplicate), sent only for the error it gets. */
+#define SCRATCH_SEQ 0
 
 /* ---- a growable byte buffer ---- */
 
@@ -89,11 +92,19 @@ struct stmt_def {
 	size_t text_len;
 	struct shape *shape;    /* classification of the text (a reference) */
 	int refs;               /* client statements and unnamed-statement slots pointing here */
+	/* Where a server last accepted a client's Parse of it: a Parse + Sync of it in the same context is answered
+	 * without a server (plan_prepare_only). The pool is compared, never dereferenced (pools live until exit). */
+	const struct pool *ok_pool;
+	uint64_t ok_fp;         /* the client's settings_fp then (search_path decides what a name refers to) */
+	uint64_t ok_gen;        /* stmt_check_gen then */
 	UT_hash_handle hh;      /* in stmt_defs */
 };
 
 static struct stmt_def *stmt_defs;
-static uint64_t stmt_next_seq = 1;
+static uint64_t stmt_next_seq = SCRATCH_SEQ + 1;
+/* Bumped by every statement that may change what a Parse accepts (DDL, or anything parley cannot see into): a text
+ * accepted before then has to be shown to a server again. */
+static uint64_t stmt_check_gen;
 
 /* Whether d is the definition of text + types. */
 static bool stmt_def_is(const struct stmt_def *d, const char *text, size_t tlen, const uint8_t *types, size_t typlen)
@@ -149,16 +160,63 @@ static void stmt_def_unref(struct stmt_def *d)
 }
 
 
+struct group;
+
 /* A named statement of one client. */
 struct client_stmt {
 	char *name;             /* the client's name (hash key) */
 	struct stmt_def *def;   /* reference */
+	int pending;            /* 1 while the Parse that created it is unanswered (it is forgotten if that fails) */
+	const struct group *pending_grp; /* the batch that Parse went in */
 	UT_hash_handle hh;
+};
+
+/* PostgreSQL tells statement names apart by their first NAMEDATALEN - 1 bytes (the key size of its table of prepared
+ * statements): a longer name is the same statement as any other with the same start. Client statements are hashed
+ * on that much of their name. */
+#define PG_NAME_KEY 63
+
+static size_t stmt_key_len(const char *name)
+{
+	size_t n = strlen(name);
+	return n < PG_NAME_KEY ? n : PG_NAME_KEY;
+}
+
+#define STMT_FIND(head, name, out)                                 \
+	do {                                                       \
+		size_t stmt_klen_ = stmt_key_len(name);            \
+		HASH_FIND(hh, head, name, stmt_klen_, out);        \
+	} while (0)
+#define STMT_ADD(head, s)                                          \
+	do {                                                       \
+		size_t stmt_klen_ = stmt_key_len((s)->name);       \
+		HASH_ADD_KEYPTR(hh, head, (s)->name, stmt_klen_, s); \
+	} while (0)
+
+/* What an unanswered Parse, Close or DEALLOCATE ALL did to the client's statements, undone if PostgreSQL fails or
+ * skips it. The client's name space is changed when a message is forwarded (later messages must see it), as if it
+ * will succeed; one record per such message, in the order they went out, each resolved by the reply to its slot
+ * (flag rec). */
+enum stmt_rec_kind {
+	REC_PARSE,  /* a Parse created cs (still in rc->stmts): forgotten if the Parse fails */
+	REC_CLOSE,  /* a Close took cs out of rc->stmts (the record owns it): put back if the Close is skipped */
+	REC_DUP,    /* a Parse of a name the client has: it fails; name is for its error message */
+	REC_FORGET  /* DEALLOCATE ALL / DISCARD ALL: the statements it took away (stash), back if it fails */
+};
+
+struct stmt_rec {
+	uint8_t kind;                   /* enum stmt_rec_kind */
+	const struct group *grp;        /* the batch the message went in (alive until the record is resolved) */
+	struct client_stmt *cs;         /* REC_PARSE: the statement it made; REC_CLOSE: the one it took out (owned; NULL
+					 * once put back) */
+	char *name;                     /* REC_DUP: the client's name (owned) */
+	struct client_stmt *stash;      /* REC_FORGET: the client's statements (owned) */
 };
 
 /* A statement prepared on one server. */
 struct server_stmt {
 	uint64_t seq;
+	uint64_t gid;           /* id of the group whose Parse prepared it (0: known there) */
 	UT_hash_handle hh;
 };
 
@@ -230,8 +288,12 @@ struct slot {
 	uint8_t kind;           /* enum slot_kind */
 	uint8_t action;         /* enum slot_action */
 	uint8_t synth;          /* SA_SYNTH: the message type to emit ('1' ParseComplete, '3' CloseComplete) */
-	uint64_t seq;           /* SL_PARSE: statement forgotten again if the Parse fails; SL_CLOSE by parley: statement
-				 * remembered again if the server skips the Close */
+	uint8_t rec;            /* the reply resolves the client's oldest struct stmt_rec */
+	union {
+		uint64_t seq;   /* SL_PARSE: statement forgotten again if the Parse fails */
+		struct client_stmt *cs; /* SL_BIND of a renamed statement: its client name goes into the error, if any
+					 * (a Close or DEALLOCATE ALL after the Bind frees it only at its own reply) */
+	};
 };
 
 /* Everything the client sent up to a Sync (extended protocol), or one Query / FunctionCall. */
@@ -244,6 +306,7 @@ struct group {
 	struct sess_fx *sess_fx;        /* its SET / RESET / COMMIT / ROLLBACK effects, resolved at ReadyForQuery (session.c) */
 	bool failed;                    /* an ErrorResponse came back */
 	bool closed;                    /* its Sync / Query / FunctionCall was sent */
+	uint64_t id;                    /* its server's count of groups when it was opened */
 };
 
 /* Freed groups kept for reuse (one is opened per request): saves a calloc/free pair on every transaction. */
@@ -257,6 +320,8 @@ struct relay_server {
 	struct group *ghead, *gtail;    /* groups in the order they were sent; the tail may be open */
 	struct server_stmt *prepared;   /* statements prepared on this server, by seq */
 	bool cur_fill;                  /* the message being streamed goes into the head group's fill */
+	uint64_t next_gid;              /* id of the last group opened */
+	uint64_t done_gid;              /* id of the last group answered (groups are answered in order) */
 };
 
 #define RELAY_RECENT_DEFS 8
@@ -290,6 +355,11 @@ struct relay_client {
 	int nrecent;
 	const char *memo_text;          /* where the text was in the input buffer (same message only if unmoved) */
 	size_t memo_tlen;
+	struct stmt_rec *recs;          /* ring of records of unanswered Parse / Close / DEALLOCATE ALL, oldest first */
+	int rhead, rcount, rcap;        /* rcap is 0 or a power of two */
+	int nclosing;                   /* REC_CLOSE and REC_FORGET records (names that may come back) */
+	bool stalled;                   /* input waits until a record is resolved (stmt_blocked) */
+	char *reset_portal;             /* the named portal last bound to DEALLOCATE ALL / DISCARD ALL, or NULL */
 };
 
 static struct relay_stats rstats;
@@ -344,7 +414,8 @@ static struct slot *slot_head(struct relay_server *rs)
 	return rs->scount ? &rs->slots[rs->shead] : NULL;
 }
 
-static void slot_push(struct relay_server *rs, enum slot_kind kind, enum slot_action action, uint8_t synth, uint64_t seq)
+static struct slot *slot_push(struct relay_server *rs, enum slot_kind kind, enum slot_action action, uint8_t synth,
+			      uint64_t seq)
 {
 	struct slot *s;
 	if (rs->scount == rs->scap) {
@@ -361,8 +432,10 @@ static void slot_push(struct relay_server *rs, enum slot_kind kind, enum slot_ac
 	s->kind = (uint8_t)kind;
 	s->action = (uint8_t)action;
 	s->synth = synth;
+	s->rec = 0;
 	s->seq = seq;
 	rs->scount++;
+	return s;
 }
 
 static void slot_pop(struct relay_server *rs)
@@ -387,21 +460,39 @@ static bool server_has_stmt(struct relay_server *rs, uint64_t seq)
 	return s != NULL;
 }
 
-static void server_add_stmt(struct relay_server *rs, uint64_t seq)
+/* Whether a message of group grp can count on statement seq being prepared on the server: a Parse of it went there
+ * in a group answered since, or earlier in grp itself (if that Parse fails, the server skips the rest of grp too). One
+ * in a later batch than that Parse's could find it missing. */
+static bool server_ready_stmt(struct relay_server *rs, uint64_t seq, const struct group *grp)
 {
 	struct server_stmt *s;
-	if (server_has_stmt(rs, seq))
-		return;
-	s = xcalloc(1, sizeof(*s));
-	s->seq = seq;
-	HASH_ADD(hh, rs->prepared, seq, sizeof(s->seq), s);
+	HASH_FIND(hh, rs->prepared, &seq, sizeof(seq), s);
+	return s && (s->gid <= rs->done_gid || s->gid == grp->id);
 }
 
-static void server_del_stmt(struct relay_server *rs, uint64_t seq)
+/* A Parse of statement seq went to the server in group gid (0: the statement is known to be there). It becomes the
+ * newest (trim_prepared closes the oldest). */
+static void server_add_stmt(struct relay_server *rs, uint64_t seq, uint64_t gid)
 {
 	struct server_stmt *s;
 	HASH_FIND(hh, rs->prepared, &seq, sizeof(seq), s);
 	if (s) {
+		HASH_DEL(rs->prepared, s);
+	} else {
+		s = xcalloc(1, sizeof(*s));
+		s->seq = seq;
+	}
+	s->gid = gid;
+	HASH_ADD(hh, rs->prepared, seq, sizeof(s->seq), s);
+}
+
+/* The Parse of statement seq sent in the head group failed or was skipped (if a later group sent another, that one
+ * decides). */
+static void server_del_stmt(struct relay_server *rs, uint64_t seq)
+{
+	struct server_stmt *s;
+	HASH_FIND(hh, rs->prepared, &seq, sizeof(seq), s);
+	if (s && (!rs->ghead || s->gid == rs->ghead->id)) {
 		HASH_DEL(rs->prepared, s);
 		free(s);
 	}
@@ -442,16 +533,22 @@ static void emit_parse_as(struct evbuffer *out, const char *name, const struct s
 	evbuffer_add(out, def->key, def->text_len + 1 + typlen);
 }
 
-/* A Parse of def under its server-side name. */
-static void emit_parse(struct evbuffer *out, const struct stmt_def *def)
-{
-	char name[32];
-	stmt_server_name(def->seq, name, sizeof(name));
-	emit_parse_as(out, name, def);
-}
-
 static void emit_renamed(struct evbuffer *out, uint8_t type, const void *prefix, size_t plen, uint64_t seq,
 			 const void *rest, size_t restlen);
+
+/* A Parse of def under its server-side name, for a server parley does not know to have it. A Close of that name goes
+ * first (reply swallowed): the server may have it after all (parley forgets a server's statements when a client's
+ * DEALLOCATE ALL or DISCARD ALL goes out, which can fail, and the statement of a Close of its own skipped after an
+ * error), and a Parse of a name it has would fail. The caller pushes the Parse's slot. */
+static void emit_parse(struct server *sv, const struct stmt_def *def)
+{
+	static const uint8_t kind = 'S';
+	char name[32];
+	emit_renamed(sv->s.out, FE_CLOSE, &kind, 1, def->seq, NULL, 0);
+	slot_push(rs_of(sv), SL_CLOSE, SA_SWALLOW, 0, 0);
+	stmt_server_name(def->seq, name, sizeof(name));
+	emit_parse_as(sv->s.out, name, def);
+}
 
 /* Keeps a server under max_prepared_statements: closes its oldest statements (replies swallowed). Messages already
  * queued that use them were written before the Close, so they still find them. */
@@ -465,21 +562,22 @@ static void trim_prepared(struct server *sv)
 		uint8_t kind = 'S';
 		stmt_server_name(old->seq, name, sizeof(name));
 		emit_renamed(sv->s.out, FE_CLOSE, &kind, 1, old->seq, NULL, 0);
-		slot_push(rs, SL_CLOSE, SA_SWALLOW, 0, old->seq);
+		slot_push(rs, SL_CLOSE, SA_SWALLOW, 0, 0);
 		HASH_DEL(rs->prepared, old);
 		free(old);
 		rstats.prepared_closed++;
 	}
 }
 
-/* Makes sure def is prepared on sv, sending a Parse whose reply is swallowed if it is not. */
-static void ensure_prepared(struct server *sv, struct stmt_def *def)
+/* Makes sure def is prepared on sv for the messages of group grp, sending a Parse whose reply is swallowed if it is
+ * not. */
+static void ensure_prepared(struct server *sv, struct stmt_def *def, const struct group *grp)
 {
 	struct relay_server *rs = rs_of(sv);
-	if (server_has_stmt(rs, def->seq))
+	if (server_ready_stmt(rs, def->seq, grp))
 		return;
-	emit_parse(sv->s.out, def);
-	server_add_stmt(rs, def->seq);
+	emit_parse(sv, def);
+	server_add_stmt(rs, def->seq, grp->id);
 	slot_push(rs, SL_PARSE, SA_SWALLOW, 0, def->seq);
 	rstats.prepared_injected++;
 	trim_prepared(sv);
@@ -503,6 +601,7 @@ static struct group *group_open(struct client *c, struct server *sv)
 		grp = xcalloc(1, sizeof(*grp));
 	}
 	grp->start = now_usec();
+	grp->id = ++rs->next_gid;
 	if (rc->plan_flight) {
 		grp->flight = rc->plan_flight;
 		rc->plan_flight = NULL;
@@ -759,15 +858,194 @@ static bool resets_statements(const struct shape *sh)
 		strncmp(sh->normalized, "deallocate prepare all", 22) == 0);
 }
 
-static void client_forget_statements(struct relay_client *rc)
+static void client_stmt_free(struct client_stmt *s)
+{
+	stmt_def_unref(s->def);
+	free(s->name);
+	free(s);
+}
+
+static void client_stmts_free(struct client_stmt **head)
 {
 	struct client_stmt *s, *tmp;
-	HASH_ITER(hh, rc->stmts, s, tmp) {
-		HASH_DEL(rc->stmts, s);
-		stmt_def_unref(s->def);
-		free(s->name);
-		free(s);
+	HASH_ITER(hh, *head, s, tmp) {
+		HASH_DEL(*head, s);
+		client_stmt_free(s);
 	}
+}
+
+/* ---- records of unanswered Parse / Close / DEALLOCATE ALL ---- */
+
+static void on_kick(evutil_socket_t fd, short what, void *arg);
+
+static struct stmt_rec *rec_at(struct relay_client *rc, int i)
+{
+	return &rc->recs[(rc->rhead + i) & (rc->rcap - 1)];
+}
+
+static struct stmt_rec *rec_push(struct relay_client *rc, enum stmt_rec_kind kind, const struct group *grp,
+				 struct client_stmt *cs, const char *name)
+{
+	struct stmt_rec *r;
+	if (rc->rcount == rc->rcap) {
+		int nc = rc->rcap ? rc->rcap * 2 : 8;
+		struct stmt_rec *nr = xmalloc(sizeof(*nr) * (size_t)nc);
+		for (int i = 0; i < rc->rcount; i++)
+			nr[i] = *rec_at(rc, i);
+		free(rc->recs);
+		rc->recs = nr;
+		rc->rcap = nc;
+		rc->rhead = 0;
+	}
+	r = &rc->recs[(rc->rhead + rc->rcount) & (rc->rcap - 1)];
+	memset(r, 0, sizeof(*r));
+	r->kind = (uint8_t)kind;
+	r->grp = grp;
+	r->cs = cs;
+	r->name = name ? xstrdup(name) : NULL;
+	rc->rcount++;
+	if (kind == REC_PARSE) {
+		cs->pending = 1;
+		cs->pending_grp = grp;
+	} else if (kind == REC_CLOSE || kind == REC_FORGET) {
+		rc->nclosing++;
+	}
+	return r;
+}
+
+/* Frees what a record owns. */
+static void rec_free(struct stmt_rec *r)
+{
+	if (r->kind == REC_CLOSE && r->cs)
+		client_stmt_free(r->cs);
+	client_stmts_free(&r->stash);
+	free(r->name);
+}
+
+/* A record was resolved: input waiting on one (stmt_blocked) is looked at again, from the event loop. */
+static void rec_resolved(struct client *c, struct relay_client *rc)
+{
+	if (!rc->stalled)
+		return;
+	rc->stalled = false;
+	if (!rc->kick)
+		rc->kick = evtimer_new(g.base, on_kick, c);
+	event_active(rc->kick, EV_TIMEOUT, 0);
+}
+
+/* The oldest record's message succeeded. */
+static void rec_commit(struct client *c)
+{
+	struct relay_client *rc = c->rc;
+	struct stmt_rec *r;
+	if (!rc || !rc->rcount)
+		return;
+	r = rec_at(rc, 0);
+	if (r->kind == REC_PARSE) {
+		/* a server of this pool accepts the text: a Parse + Sync of it may be answered by parley */
+		struct stmt_def *d = r->cs->def;
+		r->cs->pending = 0;
+		d->ok_pool = c->pool;
+		d->ok_fp = rc->settings_fp;
+		d->ok_gen = stmt_check_gen;
+	} else if (r->kind == REC_CLOSE || r->kind == REC_FORGET) {
+		rc->nclosing--;
+	}
+	rec_free(r);
+	rc->rhead = (rc->rhead + 1) & (rc->rcap - 1);
+	rc->rcount--;
+	rec_resolved(c, rc);
+}
+
+/* The n oldest records' messages failed or were skipped (PostgreSQL skips to the Sync after an error): undone
+ * newest first, so a Close and a Parse of one name in one batch leave the statement as it was. What they undo is
+ * the client's statements as they were before the first later DEALLOCATE ALL still unanswered (in its stash), or
+ * its statements now. */
+static void rec_undo(struct client *c, int n)
+{
+	struct relay_client *rc = c->rc;
+	struct client_stmt **target;
+	if (n <= 0 || !rc)
+		return;
+	if (n > rc->rcount)
+		n = rc->rcount;
+	target = &rc->stmts;
+	for (int j = n; j < rc->rcount; j++)
+		if (rec_at(rc, j)->kind == REC_FORGET) {
+			target = &rec_at(rc, j)->stash;
+			break;
+		}
+	for (int i = n - 1; i >= 0; i--) {
+		struct stmt_rec *r = rec_at(rc, i);
+		struct client_stmt *cur = NULL;
+		if (r->cs)
+			STMT_FIND(*target, r->cs->name, cur);
+		if (r->kind == REC_PARSE && cur == r->cs) {
+			HASH_DEL(*target, cur);
+			client_stmt_free(cur);
+		} else if (r->kind == REC_CLOSE) {
+			rc->nclosing--;
+			if (!cur && r->cs) {
+				STMT_ADD(*target, r->cs);
+				r->cs = NULL; /* not owned any more */
+			}
+		} else if (r->kind == REC_FORGET) {
+			/* the client still has its statements (the server too, but parley prepares them again there:
+			 * emit_parse) */
+			struct client_stmt *st, *tmp;
+			rc->nclosing--;
+			HASH_ITER(hh, r->stash, st, tmp) {
+				HASH_DEL(r->stash, st);
+				STMT_FIND(*target, st->name, cur);
+				if (cur)
+					client_stmt_free(st);
+				else
+					STMT_ADD(*target, st);
+			}
+		}
+		rec_free(r);
+	}
+	rc->rhead = (rc->rhead + n) & (rc->rcap - 1);
+	rc->rcount -= n;
+	rec_resolved(c, rc);
+}
+
+/* DEALLOCATE ALL / DISCARD ALL on its way: the client's statements are gone when it succeeds, and stay if it fails
+ * (in a failed transaction, or DISCARD ALL in a transaction block). Later messages see them gone; the record keeps
+ * them until the reply says which. The server's are forgotten either way (emit_parse copes with a server that has
+ * a statement parley does not know of). */
+static void forget_statements(struct client *c, struct server *sv, const struct group *grp)
+{
+	struct relay_client *rc = rc_of(c);
+	struct stmt_rec *r = rec_push(rc, REC_FORGET, grp, NULL, NULL);
+	r->stash = rc->stmts;
+	rc->stmts = NULL;
+	relay_server_forget_statements(sv);
+}
+
+/* Whether an unanswered Close of name, or DEALLOCATE ALL, from another batch than grp is still pending. */
+static bool closing_elsewhere(struct relay_client *rc, const char *name, const struct group *grp)
+{
+	for (int i = 0; i < rc->rcount; i++) {
+		const struct stmt_rec *r = rec_at(rc, i);
+		if (r->grp == grp)
+			continue;
+		if (r->kind == REC_FORGET || (r->kind == REC_CLOSE && r->cs && strncmp(r->cs->name, name, PG_NAME_KEY) == 0))
+			return true;
+	}
+	return false;
+}
+
+/* Whether a message about statement name (s: the client's statement of that name, or NULL) must wait for replies:
+ * a Parse, Close or DEALLOCATE ALL of that name went in an earlier batch and is unanswered, so whether the name
+ * exists is not known yet. (Within one batch it never matters: if an earlier message fails, PostgreSQL skips the
+ * later ones too.) */
+static inline bool stmt_blocked(struct relay_client *rc, const struct client_stmt *s, const char *name,
+				const struct group *grp)
+{
+	if (s)
+		return s->pending && s->pending_grp != grp;
+	return rc->nclosing > 0 && closing_elsewhere(rc, name, grp);
 }
 
 /* The fingerprint is order-independent over (setting, statement) pairs, so setting the same value again, or the
@@ -868,11 +1146,13 @@ static void note_multi_settings(struct relay_client *rc, const struct shape *sh,
 }
 
 /* Session effects and writes of a statement the client is about to run. text/tlen: its exact text (the Query
- * text, or the prepared text for a Bind); pv: where pinned values come from. */
-static void note_statement(struct client *c, struct server *sv, struct group *grp, struct shape *sh, const char *text,
+ * text, or the prepared text for a Bind); pv: where pinned values come from. Returns true when it pushed a record
+ * (a DEALLOCATE ALL / DISCARD ALL Query) that the reply to the Query resolves. */
+static bool note_statement(struct client *c, struct server *sv, struct group *grp, struct shape *sh, const char *text,
 			   size_t tlen, const struct pin_values *pv)
 {
 	struct relay_client *rc = rc_of(c);
+	bool rec = false;
 
 	group_set_shape(grp, sh);
 	session_note(c, &grp->sess_fx, sh, text, tlen);
@@ -907,21 +1187,34 @@ static void note_statement(struct client *c, struct server *sv, struct group *gr
 			wrec_all_tables(&grp->writes);
 		break;
 	case SHAPE_MULTI:
+		stmt_check_gen++;
 		note_multi_settings(rc, sh, fnv1a(0x9e3779b97f4a7c15ULL, text, tlen));
 		note_writes(grp, sh, pv);
 		break;
-	case SHAPE_WRITE:
 	case SHAPE_DDL:
-	case SHAPE_TRUNCATE:
 	case SHAPE_UNPARSED:
+		stmt_check_gen++;
+		note_writes(grp, sh, pv);
+		break;
+	case SHAPE_WRITE:
+	case SHAPE_TRUNCATE:
 		note_writes(grp, sh, pv);
 		break;
 	case SHAPE_OTHER:
-		if (opaque_effects(sh))
+		if (opaque_effects(sh)) {
+			stmt_check_gen++;
 			wrec_all_tables(&grp->writes);
+		}
 		if (resets_statements(sh)) {
-			relay_server_forget_statements(sv);
-			client_forget_statements(rc);
+			if (!pv->bind) {
+				forget_statements(c, sv, grp);
+				rec = true;
+			} else if (pv->bind_len && pv->bind[0]) {
+				/* bound to a named portal: it takes effect at that portal's Execute (forward_message),
+				 * as in the unnamed portal, found by portal_shape */
+				free(rc->reset_portal);
+				rc->reset_portal = xstrdup((const char *)pv->bind);
+			}
 		}
 		if (sh->normalized && strcmp(sh->normalized, "discard all") == 0) {
 			settings_reset_all(rc);
@@ -931,6 +1224,7 @@ static void note_statement(struct client *c, struct server *sv, struct group *gr
 	default:
 		break;
 	}
+	return rec;
 }
 
 /* ---- the cache decision for the batch at the head of the client's input ---- */
@@ -1007,7 +1301,6 @@ enum plan_rc { PLAN_FORWARD, PLAN_DONE, PLAN_WAIT, PLAN_MORE };
 
 static void on_fill_done(void *arg, struct cache_entry *e);
 static void on_wait_timeout(evutil_socket_t fd, short what, void *arg);
-static void on_kick(evutil_socket_t fd, short what, void *arg);
 
 /* Per-shape figures the relay keeps (stats_query_done adds the slow count and the histograms). */
 static void shape_account(struct shape *sh, usec_t dur)
@@ -1053,11 +1346,11 @@ static enum plan_rc lookup_and_act(struct client *c, struct shape *sh, const str
 			/* the batch prepared a statement: the client now has it (servers get it when it is used) */
 			if (parse_name && *parse_name) {
 				struct client_stmt *s;
-				HASH_FIND_STR(rc->stmts, parse_name, s);
+				STMT_FIND(rc->stmts, parse_name, s);
 				if (!s) {
 					s = xcalloc(1, sizeof(*s));
 					s->name = xstrdup(parse_name);
-					HASH_ADD_KEYPTR(hh, rc->stmts, s->name, strlen(s->name), s);
+					STMT_ADD(rc->stmts, s);
 				} else {
 					stmt_def_unref(s->def);
 				}
@@ -1278,7 +1571,7 @@ static enum plan_rc plan_extended(struct client *c)
 				return PLAN_FORWARD;
 			if (*pname) {
 				struct client_stmt *s;
-				HASH_FIND_STR(rc->stmts, pname, s);
+				STMT_FIND(rc->stmts, pname, s);
 				if (s)
 					return PLAN_FORWARD; /* redefining a name: let the server say what it thinks */
 			}
@@ -1287,7 +1580,7 @@ static enum plan_rc plan_extended(struct client *c)
 			parse_name = pname;
 		} else if (*bstmt) {
 			struct client_stmt *s;
-			HASH_FIND_STR(rc->stmts, bstmt, s);
+			STMT_FIND(rc->stmts, bstmt, s);
 			if (!s)
 				return PLAN_FORWARD;
 			def = s->def;
@@ -1343,10 +1636,12 @@ static enum plan_rc plan_extended(struct client *c)
 	return r;
 }
 
-/* A batch that only prepares a named statement (Parse + Sync, as libpq's PQprepare sends it) needs no server: the
- * statement is registered and prepared on whichever server first runs it. Answering it here also keeps clients that
- * prepare synchronously (pgbench -M prepared) from blocking while every server is held by an open transaction.
- * A text that does not parse still goes to the server, so the error comes back where the client expects it. */
+/* A batch that only prepares a named statement (Parse + Sync, as libpq's PQprepare sends it) needs no server when a
+ * server of the client's pool accepted a Parse of the same text and parameter types from a client with the same
+ * settings (search_path), and no DDL went through parley since: the statement is registered and prepared on whichever
+ * server first runs it. Answering it here also keeps clients that prepare synchronously (pgbench -M prepared) from
+ * blocking while every server is held by an open transaction. Any other text goes to the server, so an error (syntax,
+ * unknown table) comes back where the client expects it and the name is not registered. */
 static enum plan_rc plan_prepare_only(struct client *c, uint32_t mlen)
 {
 	struct relay_client *rc = rc_of(c);
@@ -1374,18 +1669,19 @@ static enum plan_rc plan_prepare_only(struct client *c, uint32_t mlen)
 	(void)reader_bytes(&r, (size_t)ntypes * 4);
 	if (r.failed || r.pos != mlen - 5 || !*name)
 		return PLAN_FORWARD;
-	HASH_FIND_STR(rc->stmts, name, s);
+	STMT_FIND(rc->stmts, name, s);
 	if (s)
 		return PLAN_FORWARD; /* redefinition: the server reports the error */
 	def = stmt_def_get(NULL, text, strlen(text), msg + 5 + tpos, (size_t)ntypes * 4 + 2);
-	if (def->shape->kind == SHAPE_UNPARSED) {
+	if (def->ok_pool != c->pool || def->ok_fp != rc->settings_fp || def->ok_gen != stmt_check_gen ||
+	    def->shape->kind == SHAPE_UNPARSED) {
 		stmt_def_unref(def);
 		return PLAN_FORWARD;
 	}
 	s = xcalloc(1, sizeof(*s));
 	s->name = xstrdup(name);
 	s->def = def;
-	HASH_ADD_KEYPTR(hh, rc->stmts, s->name, strlen(s->name), s);
+	STMT_ADD(rc->stmts, s);
 	ibuf_drain(&c->s.in, (size_t)mlen + 5);
 	evbuffer_add(c->s.out, reply, sizeof(reply));
 	rstats.prepared_skipped++;
@@ -1519,6 +1815,8 @@ static void drain_synth(struct server *sv, struct client *c)
 		evbuffer_add(c->s.out, m, 5);
 		if (rs->ghead && rs->ghead->flight && !cache_fill_append(rs->ghead->flight, m, 5))
 			group_abort_fill(rs->ghead);
+		if (s->rec)
+			rec_commit(c);
 		slot_pop(rs);
 	}
 }
@@ -1563,9 +1861,42 @@ static bool may_rewrite(uint8_t type, const uint8_t *body, size_t blen)
 	}
 }
 
-/* Forwards one whole message (rewriting statement names) and records the replies it will get. Returns false if the
- * client was disconnected. */
-static bool forward_message(struct client *c, struct server *sv, uint8_t type, uint32_t mlen, size_t *pend)
+enum fwd_rc {
+	FWD_OK,         /* forwarded (or answered) */
+	FWD_GONE,       /* the client was disconnected */
+	FWD_WAIT        /* not now: it depends on replies still due (stmt_blocked); it stays at the front of the
+			 * input */
+};
+
+/* Closes the scratch statement on sv (reply swallowed): a Close of a statement that does not exist succeeds, in a
+ * failed transaction too. */
+static void emit_scratch_close(struct server *sv)
+{
+	static const uint8_t kind = 'S';
+	emit_renamed(sv->s.out, FE_CLOSE, &kind, 1, SCRATCH_SEQ, NULL, 0);
+	slot_push(rs_of(sv), SL_CLOSE, SA_SWALLOW, 0, 0);
+}
+
+/* A Parse of a name the client already has (rest: the Parse after the name). PostgreSQL parses and analyses the text,
+ * then refuses the name (42P05) and, as after any error, skips to the Sync and fails an open transaction. The server
+ * is made to do just that: the scratch statement is closed and prepared empty (neither can fail, even in a failed
+ * transaction), then the client's Parse goes out under the scratch name; the 42P05 gets the client's name back
+ * (REC_DUP). The client's statement is left as it was. */
+static void parse_duplicate(struct client *c, struct server *sv, const struct group *grp, const char *name,
+			    const uint8_t *rest, size_t restlen)
+{
+	static const uint8_t empty[3] = { 0, 0, 0 }; /* text "", no parameter types */
+	struct relay_server *rs = rs_of(sv);
+	emit_scratch_close(sv);
+	emit_renamed(sv->s.out, FE_PARSE, NULL, 0, SCRATCH_SEQ, empty, sizeof(empty));
+	slot_push(rs, SL_PARSE, SA_SWALLOW, 0, 0);
+	emit_renamed(sv->s.out, FE_PARSE, NULL, 0, SCRATCH_SEQ, rest, restlen);
+	rec_push(rc_of(c), REC_DUP, grp, NULL, name);
+	slot_push(rs, SL_PARSE, SA_FORWARD, 0, 0)->rec = 1;
+}
+
+/* Forwards one whole message (rewriting statement names) and records the replies it will get. */
+static enum fwd_rc forward_message(struct client *c, struct server *sv, uint8_t type, uint32_t mlen, size_t *pend)
 {
 	struct relay_client *rc = rc_of(c);
 	struct relay_server *rs = rs_of(sv);
@@ -1579,7 +1910,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 
 	if (type == FE_COPY_DATA || type == FE_COPY_DONE || type == FE_COPY_FAIL || type == FE_FLUSH) {
 		*pend += mlen;
-		return true;
+		return FWD_OK;
 	}
 	if (may_rewrite(type, msg + 5, blen)) {
 		/* it may drain its bytes or write others: what precedes it goes first, and it is at the front */
@@ -1592,6 +1923,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 	switch (type) {
 	case FE_QUERY:
 	case FE_FUNCTION_CALL: {
+		bool rec = false;
 		if (type == FE_QUERY) {
 			const char *text = reader_cstr(&r);
 			struct shape *sh;
@@ -1599,7 +1931,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			struct pin_values pv = { NULL, 0, &lits };
 			if (r.failed || r.pos != blen) {
 				disconnect_malformed(c, "Query");
-				return false;
+				return FWD_GONE;
 			}
 			if (rc->memo_sh && rc->memo_text == text && rc->memo_tlen == blen - 1 &&
 			    (plan_lits.owner == c || !kind_uses_literals(rc->memo_sh->kind))) {
@@ -1617,7 +1949,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 				memo_drop(rc);
 				sh = shape_get(text, blen - 1, &lits);
 			}
-			note_statement(c, sv, grp, sh, text, blen - 1, &pv);
+			rec = note_statement(c, sv, grp, sh, text, blen - 1, &pv);
 			if (session_unsafe_query(c, sh, text, blen - 1, out)) /* refused: PostgreSQL raises the error */
 				ibuf_drain(in, mlen), mlen = 0;
 			shape_unref(sh);
@@ -1627,9 +1959,9 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			wrec_all_tables(&grp->writes);
 		}
 		*pend += mlen;
-		slot_push(rs, SL_QUERY, SA_FORWARD, 0, 0);
+		slot_push(rs, SL_QUERY, SA_FORWARD, 0, 0)->rec = rec;
 		group_close(c, sv, grp);
-		return true;
+		return FWD_OK;
 	}
 	case FE_PARSE: {
 		const char *name = reader_cstr(&r);
@@ -1637,10 +1969,22 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 		size_t tpos = r.pos;
 		uint16_t ntypes = reader_u16(&r);
 		struct stmt_def *def;
+		struct client_stmt *s = NULL;
 		(void)reader_bytes(&r, (size_t)ntypes * 4);
 		if (r.failed || r.pos != blen) {
 			disconnect_malformed(c, "Parse");
-			return false;
+			return FWD_GONE;
+		}
+		if (*name) {
+			STMT_FIND(rc->stmts, name, s);
+			if (stmt_blocked(rc, s, name, grp))
+				return FWD_WAIT;
+			if (s) {
+				size_t nlen = strlen(name) + 1;
+				parse_duplicate(c, sv, grp, name, body + nlen, blen - nlen);
+				ibuf_drain(in, mlen);
+				return FWD_OK;
+			}
 		}
 		def = *name ? stmt_def_get(NULL, text, strlen(text), body + tpos, (size_t)ntypes * 4 + 2) :
 			      unnamed_def_get(rc, text, strlen(text), body + tpos, (size_t)ntypes * 4 + 2);
@@ -1661,7 +2005,7 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 					stmt_def_unref(rc->unnamed);
 					rc->unnamed = def;
 					slot_push(rs, SL_PARSE, SA_FORWARD, 0, 0);
-					return true;
+					return FWD_OK;
 				}
 			}
 		}
@@ -1670,47 +2014,46 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 			rc->unnamed = def;
 			*pend += mlen;
 			slot_push(rs, SL_PARSE, SA_FORWARD, 0, 0);
-			return true;
+			return FWD_OK;
 		}
-		{
-			struct client_stmt *s;
-			HASH_FIND_STR(rc->stmts, name, s);
-			if (!s) {
-				s = xcalloc(1, sizeof(*s));
-				s->name = xstrdup(name);
-				HASH_ADD_KEYPTR(hh, rc->stmts, s->name, strlen(s->name), s);
-			} else {
-				stmt_def_unref(s->def);
-			}
-			s->def = def;
-		}
-		if (server_has_stmt(rs, def->seq)) {
-			slot_push(rs, SL_PARSE, SA_SYNTH, BE_PARSE_COMPLETE, 0);
+		s = xcalloc(1, sizeof(*s));
+		s->name = xstrdup(name);
+		s->def = def;
+		STMT_ADD(rc->stmts, s);
+		rec_push(rc, REC_PARSE, grp, s, NULL);
+		if (sv->tx_status != 'E' && rs->ghead == grp && server_has_stmt(rs, def->seq)) {
+			/* prepared there already, and the batch starts outside a failed transaction (nothing before it
+			 * is unanswered): PostgreSQL would accept the Parse, or skip it after an error before it */
+			slot_push(rs, SL_PARSE, SA_SYNTH, BE_PARSE_COMPLETE, 0)->rec = 1;
 			rstats.prepared_skipped++;
-			if (rs->scount == 1)
+			if (rs->scount == 1 && !grp->failed)
 				drain_synth(sv, c);
 		} else {
-			emit_parse(out, def);
-			server_add_stmt(rs, def->seq);
-			slot_push(rs, SL_PARSE, SA_FORWARD, 0, def->seq);
+			/* the server answers (prepared there already, it is prepared again: in a failed transaction
+			 * PostgreSQL refuses the Parse, 25P02, and a Parse of it in an earlier batch may yet fail) */
+			emit_parse(sv, def);
+			server_add_stmt(rs, def->seq, grp->id);
+			slot_push(rs, SL_PARSE, SA_FORWARD, 0, def->seq)->rec = 1;
 			trim_prepared(sv);
 		}
 		ibuf_drain(in, mlen);
-		return true;
+		return FWD_OK;
 	}
 	case FE_BIND: {
 		const char *portal = reader_cstr(&r);
 		const char *stmt = reader_cstr(&r);
 		size_t rest_off = r.pos;
 		struct stmt_def *def = NULL;
+		struct client_stmt *s = NULL;
 		struct pin_values pv;
 		if (r.failed) {
 			disconnect_malformed(c, "Bind");
-			return false;
+			return FWD_GONE;
 		}
 		if (*stmt) {
-			struct client_stmt *s;
-			HASH_FIND_STR(rc->stmts, stmt, s);
+			STMT_FIND(rc->stmts, stmt, s);
+			if (stmt_blocked(rc, s, stmt, grp))
+				return FWD_WAIT;
 			def = s ? s->def : NULL;
 		} else {
 			def = rc->unnamed;
@@ -1725,17 +2068,25 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 					shape_unref(rc->portal_shape);
 				shape_ref(def->shape);
 				rc->portal_shape = def->shape;
+			} else if (rc->reset_portal && strcmp(portal, rc->reset_portal) == 0 &&
+				   !resets_statements(def->shape)) {
+				free(rc->reset_portal);
+				rc->reset_portal = NULL;
 			}
+		} else if (!*portal && rc->portal_shape) {
+			/* a statement parley does not know (the server reports the error): not the one bound before */
+			shape_unref(rc->portal_shape);
+			rc->portal_shape = NULL;
 		}
-		if (*stmt && def) {
-			ensure_prepared(sv, def);
+		if (s) {
+			ensure_prepared(sv, def, grp);
 			emit_renamed(out, FE_BIND, portal, strlen(portal) + 1, def->seq, body + rest_off, blen - rest_off);
 			ibuf_drain(in, mlen);
 		} else {
 			*pend += mlen;
 		}
-		slot_push(rs, SL_BIND, SA_FORWARD, 0, 0);
-		return true;
+		slot_push(rs, SL_BIND, SA_FORWARD, 0, 0)->cs = s;
+		return FWD_OK;
 	}
 	case FE_DESCRIBE:
 	case FE_CLOSE: {
@@ -1744,54 +2095,70 @@ static bool forward_message(struct client *c, struct server *sv, uint8_t type, u
 		struct client_stmt *s = NULL;
 		if (r.failed || r.pos != blen || (kind != 'S' && kind != 'P')) {
 			disconnect_malformed(c, type == FE_DESCRIBE ? "Describe" : "Close");
-			return false;
+			return FWD_GONE;
 		}
-		if (kind == 'S' && *name)
-			HASH_FIND_STR(rc->stmts, name, s);
+		if (kind == 'S' && *name) {
+			STMT_FIND(rc->stmts, name, s);
+			if (stmt_blocked(rc, s, name, grp))
+				return FWD_WAIT;
+		}
 		if (type == FE_CLOSE) {
 			if (s) {
-				/* the statement stays prepared on servers for reuse; the client forgets it */
+				/* the statement stays prepared on servers for reuse; the client forgets it (put back if
+				 * PostgreSQL would skip the Close) */
 				HASH_DEL(rc->stmts, s);
-				stmt_def_unref(s->def);
-				free(s->name);
-				free(s);
+				rec_push(rc, REC_CLOSE, grp, s, NULL);
 				ibuf_drain(in, mlen);
-				slot_push(rs, SL_CLOSE, SA_SYNTH, BE_CLOSE_COMPLETE, 0);
-				if (rs->scount == 1)
+				slot_push(rs, SL_CLOSE, SA_SYNTH, BE_CLOSE_COMPLETE, 0)->rec = 1;
+				if (rs->scount == 1 && !grp->failed) /* failed: the server skips to the Sync */
 					drain_synth(sv, c);
-				return true;
+				return FWD_OK;
 			}
 			*pend += mlen;
 			slot_push(rs, SL_CLOSE, SA_FORWARD, 0, 0);
-			return true;
+			return FWD_OK;
 		}
 		if (s) {
-			ensure_prepared(sv, s->def);
+			ensure_prepared(sv, s->def, grp);
 			emit_renamed(out, FE_DESCRIBE, &kind, 1, s->def->seq, NULL, 0);
 			ibuf_drain(in, mlen);
 		} else {
 			*pend += mlen;
 		}
 		slot_push(rs, kind == 'S' ? SL_DESCRIBE_S : SL_DESCRIBE_P, SA_FORWARD, 0, 0);
-		return true;
+		return FWD_OK;
 	}
-	case FE_EXECUTE:
+	case FE_EXECUTE: {
+		bool rec = false;
 		if (rc->portal_shape)
 			group_set_shape(grp, rc->portal_shape);
+		/* DEALLOCATE ALL / DISCARD ALL bound to the portal: its CommandComplete or error says whether it
+		 * happened (DISCARD ALL fails in a transaction block) */
+		if (blen > 0 && body[0] == '\0') {
+			if (rc->portal_shape && rc->portal_shape->kind == SHAPE_OTHER &&
+			    resets_statements(rc->portal_shape))
+				rec = true;
+		} else if (rc->reset_portal && memchr(body, '\0', blen) &&
+			   strcmp((const char *)body, rc->reset_portal) == 0) {
+			rec = true;
+		}
+		if (rec)
+			forget_statements(c, sv, grp);
 		*pend += mlen;
-		slot_push(rs, SL_EXECUTE, SA_FORWARD, 0, 0);
-		return true;
+		slot_push(rs, SL_EXECUTE, SA_FORWARD, 0, 0)->rec = rec;
+		return FWD_OK;
+	}
 	case FE_SYNC:
 		*pend += mlen;
 		slot_push(rs, SL_SYNC, SA_FORWARD, 0, 0);
 		group_close(c, sv, grp);
 		c->query_count++;
-		return true;
+		return FWD_OK;
 	default:
 		break;
 	}
 	client_disconnect(c, SQLSTATE_PROTOCOL_VIOLATION, "unexpected frontend message");
-	return false;
+	return FWD_GONE;
 }
 
 /* Starts streaming a message too large to inspect. Its batch then counts as a write of unknown scope. */
@@ -1835,6 +2202,7 @@ void relay_client_input(struct client *c)
 		size_t avail;
 		uint32_t mlen, maxlen;
 		enum proto_rc prc;
+		enum fwd_rc fr;
 
 		if (c->state != CL_ACTIVE || rc->waiter) {
 			if (c->state == CL_ACTIVE && c->server)
@@ -1932,8 +2300,15 @@ void relay_client_input(struct client *c)
 			c->s.pkt_remain = (uint32_t)(mlen - avail);
 			continue;
 		}
-		if (!forward_message(c, sv, h.type, mlen, &pend))
+		fr = forward_message(c, sv, h.type, mlen, &pend);
+		if (fr == FWD_GONE)
 			return;
+		if (fr == FWD_WAIT) {
+			/* resumed by rec_resolved; what went before it goes to the server now */
+			rc->stalled = true;
+			sock_want_read(&c->s, false);
+			break;
+		}
 	}
 	sv = c->server;
 	if (sv)
@@ -2025,17 +2400,68 @@ static void pop_and_synth(struct server *sv, struct client *c, size_t *batch)
 	}
 }
 
-/* After an ErrorResponse in an extended batch the server skips to the Sync: so do the expected replies. */
-static void skip_to_sync(struct relay_server *rs)
+/* After an ErrorResponse in an extended batch the server skips to the Sync: so do the expected replies. Returns how
+ * many of the dropped slots had a record (for rec_undo). */
+static int skip_to_sync(struct relay_server *rs)
 {
 	struct slot *s;
+	int nrec = 0;
 	while ((s = slot_head(rs)) && s->kind != SL_SYNC && s->kind != SL_QUERY) {
+		/* (a Close of parley's skipped too leaves a statement parley no longer counts on, or one whose Parse was
+		 * skipped as well: emit_parse copes either way) */
 		if (s->kind == SL_PARSE && s->seq && s->action != SA_SYNTH)
 			server_del_stmt(rs, s->seq);
-		if (s->kind == SL_CLOSE && s->seq)
-			server_add_stmt(rs, s->seq); /* parley's Close was skipped: the statement is still there */
+		nrec += s->rec;
 		slot_pop(rs);
 	}
+	return nrec;
+}
+
+/* Passes on the ErrorResponse msg (mlen bytes) with the server-side name of statement seq in its message replaced by
+ * the client's name for it, as PostgreSQL would have written it ("bind message supplies 1 parameters, but prepared
+ * statement "parley_12" requires 2"). */
+static void send_error_renamed(struct client *c, const uint8_t *msg, uint32_t mlen, uint64_t seq, const char *cname)
+{
+	char sname[32];
+	size_t slen, clen = strlen(cname);
+	const uint8_t *p = msg + 5, *end = msg + mlen;
+	struct bbuf b = { NULL, 0, 0 };
+
+	stmt_server_name(seq, sname, sizeof(sname));
+	slen = strlen(sname);
+	bb_add(&b, msg, 5);
+	while (p < end && *p) {
+		const uint8_t *z = memchr(p, '\0', (size_t)(end - p));
+		const uint8_t *hit = NULL;
+		if (!z) {
+			/* malformed: passed on as it came (the client judges it) */
+			free(b.p);
+			evbuffer_add(c->s.out, msg, mlen);
+			return;
+		}
+		/* the name whole, not the start of a longer one (parley_1 in parley_12) */
+		for (const uint8_t *q = p + 1; *p == 'M' && !hit && q + slen <= z; q++)
+			if (memcmp(q, sname, slen) == 0 && (q + slen == z || q[slen] < '0' || q[slen] > '9'))
+				hit = q;
+		if (hit) {
+			bb_add(&b, p, (size_t)(hit - p));
+			bb_add(&b, cname, clen);
+			bb_add(&b, hit + slen, (size_t)(z - hit - slen) + 1);
+		} else {
+			bb_add(&b, p, (size_t)(z - p) + 1);
+		}
+		p = z + 1;
+	}
+	bb_u8(&b, 0);
+	{
+		uint32_t l = (uint32_t)b.len - 1;
+		b.p[1] = (uint8_t)(l >> 24);
+		b.p[2] = (uint8_t)(l >> 16);
+		b.p[3] = (uint8_t)(l >> 8);
+		b.p[4] = (uint8_t)l;
+	}
+	evbuffer_add(c->s.out, b.p, b.len);
+	free(b.p);
 }
 
 void relay_server_input(struct server *sv)
@@ -2077,6 +2503,7 @@ void relay_server_input(struct server *sv)
 		switch (h.type) {
 		case BE_READY: {
 			char status;
+			int nrec;
 			if (h.len != 5) {
 				server_disconnect(sv, "malformed ReadyForQuery from server");
 				return;
@@ -2088,11 +2515,22 @@ void relay_server_input(struct server *sv)
 				server_disconnect(sv, "unexpected ReadyForQuery from server");
 				return;
 			}
-			skip_to_sync(rs);
+			nrec = skip_to_sync(rs);
+			if (nrec)
+				rec_undo(c, nrec);
+			slot = slot_head(rs);
+			if (slot && slot->rec) {
+				/* a DEALLOCATE ALL / DISCARD ALL Query: done unless it failed */
+				if (grp->failed)
+					rec_undo(c, 1);
+				else
+					rec_commit(c);
+			}
 			slot_pop(rs);
 			rs->ghead = grp->next;
 			if (!rs->ghead)
 				rs->gtail = NULL;
+			rs->done_gid = grp->id;
 			if (sv->expect_rfq > 0)
 				sv->expect_rfq--;
 			sv->tx_status = status;
@@ -2113,6 +2551,14 @@ void relay_server_input(struct server *sv)
 					return;
 				}
 			}
+			/* a pipelined batch may start with a reply parley gives itself (CloseComplete): its turn is
+			 * now */
+			slot = slot_head(rs);
+			if (slot && slot->action == SA_SYNTH) {
+				sock_pass(&c->s, in, batch);
+				batch = 0;
+				drain_synth(sv, c);
+			}
 			continue;
 		}
 		case BE_PARAM_STATUS: {
@@ -2130,19 +2576,51 @@ void relay_server_input(struct server *sv)
 				group_abort_fill(grp);
 			rs->cur_fill = false;
 			break;
-		case BE_ERROR:
+		case BE_ERROR: {
+			const char *cname = NULL;  /* the client's name for the statement the error names, if renamed */
+			uint64_t sseq = 0;
+			int nrec;
+			if (!slot || slot->kind == SL_QUERY || slot->kind == SL_SYNC) {
+				if (grp) {
+					grp->failed = true;
+					group_abort_fill(grp);
+				}
+				rs->cur_fill = false;
+				break;
+			}
+			if (slot->rec && c->rc && c->rc->rcount && rec_at(c->rc, 0)->kind == REC_DUP) {
+				cname = rec_at(c->rc, 0)->name;
+				sseq = SCRATCH_SEQ;
+			} else if (slot->kind == SL_BIND && slot->cs) {
+				cname = slot->cs->name;
+				sseq = slot->cs->def->seq;
+			}
+			if (cname && avail < mlen)
+				goto out; /* rewritten whole */
 			if (grp) {
 				grp->failed = true;
 				group_abort_fill(grp);
 			}
 			rs->cur_fill = false;
-			if (slot && slot->kind != SL_QUERY && slot->kind != SL_SYNC) {
-				if (slot->kind == SL_PARSE && slot->seq)
-					server_del_stmt(rs, slot->seq);
-				slot_pop(rs);
-				skip_to_sync(rs);
+			if (slot->kind == SL_PARSE && slot->seq)
+				server_del_stmt(rs, slot->seq);
+			if (cname) {
+				if (batch) {
+					sock_pass(&c->s, in, batch);
+					batch = 0;
+				}
+				send_error_renamed(c, ibuf_ptr(in), mlen, sseq, cname);
+				ibuf_drain(in, mlen);
 			}
+			/* the statements the failed message and the skipped ones would have created or closed */
+			nrec = slot->rec;
+			slot_pop(rs);
+			nrec += skip_to_sync(rs);
+			rec_undo(c, nrec);
+			if (cname)
+				continue;
 			break;
+		}
 		case BE_PARSE_COMPLETE:
 		case BE_BIND_COMPLETE:
 		case BE_CLOSE_COMPLETE:
@@ -2182,6 +2660,8 @@ void relay_server_input(struct server *sv)
 					fill_copy(grp, in, batch, mlen);
 				rs->cur_fill = false;
 				batch += mlen;
+				if (slot->rec)
+					rec_commit(c);
 				pop_and_synth(sv, c, &batch);
 				continue;
 			}
@@ -2243,7 +2723,11 @@ void relay_client_free(struct client *c)
 	for (struct wrec *w = rc->tx_writes; w; w = w->next)
 		wrec_apply(w);
 	wrec_free_list(rc->tx_writes);
-	client_forget_statements(rc);
+	client_stmts_free(&rc->stmts);
+	for (int i = 0; i < rc->rcount; i++)
+		rec_free(rec_at(rc, i));
+	free(rc->recs);
+	free(rc->reset_portal);
 	stmt_def_unref(rc->unnamed);
 	for (int i = 0; i < rc->nrecent; i++)
 		stmt_def_unref(rc->recent[i]);
