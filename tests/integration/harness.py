@@ -680,6 +680,18 @@ def message(mtype, payload=b""):
     return mtype + struct.pack("!I", len(payload) + 4) + payload
 
 
+def bind_message(stmt, params=(), portal=""):
+    """A Bind of statement stmt to portal with text parameters (None for NULL) and text results."""
+    body = portal.encode() + b"\0" + stmt.encode() + b"\0" + struct.pack("!HH", 0, len(params))
+    for v in params:
+        if v is None:
+            body += struct.pack("!i", -1)
+        else:
+            b = str(v).encode()
+            body += struct.pack("!i", len(b)) + b
+    return message(b"B", body + struct.pack("!H", 0))
+
+
 def parse_error_fields(payload):
     """ErrorResponse/NoticeResponse payload -> {field char: text}, e.g. {'S': 'FATAL', 'C': '08P01', 'M': ...}."""
     fields = {}

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import harness
-from harness import Wire, console_rows, message
+from harness import Wire, bind_message, console_rows, message
 
 CACHE_POLICY = """
 [cache]
@@ -92,15 +92,7 @@ def extended(w, sql, params=(), stmt="", describe=True, parse=True):
     out = b""
     if parse:
         out += message(b"P", stmt.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!H", 0))
-    bind = b"\0" + stmt.encode() + b"\0" + struct.pack("!H", 0) + struct.pack("!H", len(params))
-    for v in params:
-        if v is None:
-            bind += struct.pack("!i", -1)
-        else:
-            b = str(v).encode()
-            bind += struct.pack("!i", len(b)) + b
-    bind += struct.pack("!H", 0)
-    out += message(b"B", bind)
+    out += bind_message(stmt, params)
     if describe:
         out += message(b"D", b"P\0")
     out += message(b"E", b"\0" + struct.pack("!I", 0)) + message(b"S")

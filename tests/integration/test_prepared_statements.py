@@ -17,7 +17,7 @@ import time
 import psycopg
 import pytest
 
-from harness import Wire, message
+from harness import Wire, bind_message, message
 
 USER = "app_md5"
 
@@ -31,15 +31,7 @@ def parse(name, sql, types=()):
                    b"".join(struct.pack("!I", t) for t in types))
 
 
-def bind(stmt, params=(), portal=""):
-    body = portal.encode() + b"\0" + stmt.encode() + b"\0" + struct.pack("!HH", 0, len(params))
-    for v in params:
-        if v is None:
-            body += struct.pack("!i", -1)
-        else:
-            b = str(v).encode()
-            body += struct.pack("!i", len(b)) + b
-    return message(b"B", body + struct.pack("!H", 0))
+bind = bind_message
 
 
 def describe_s(name):
