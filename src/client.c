@@ -1111,7 +1111,7 @@ static void client_login_step(struct client *c)
 			    (sp.code == PROTO_GSSENC_REQUEST && c->gss_answered)) {
 				/* PostgreSQL answers each request once, then reads the next packet as a StartupMessage: a
 				 * client repeating it would otherwise loop here for as long as it likes */
-				snprintf(err, sizeof(err), "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+				snprintf(err, sizeof(err), PROTO_UNSUPPORTED_VERSION_FMT,
 					 sp.code >> 16, sp.code & 0xFFFFu);
 				free(pkt);
 				client_disconnect(c, SQLSTATE_FEATURE_NOT_SUPPORTED, err);

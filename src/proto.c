@@ -132,7 +132,7 @@ enum proto_rc proto_parse_startup(const uint8_t *pkt, size_t len, struct startup
 		 * (the client then speaks 3.0); another major version, or a request code PostgreSQL does not know, is not. */
 		if (code >> 16 != 3) {
 			sp->bad_version = true;
-			return startup_fail(err, errlen, "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+			return startup_fail(err, errlen, PROTO_UNSUPPORTED_VERSION_FMT,
 					    code >> 16, code & 0xFFFFu);
 		}
 		sp->code = PROTO_V3;

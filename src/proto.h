@@ -118,6 +118,9 @@ struct startup_packet {
 	const char *database;
 };
 
+/* PostgreSQL's message for a protocol version (or request code) it does not speak, with major and minor. */
+#define PROTO_UNSUPPORTED_VERSION_FMT "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0"
+
 /* Parses a whole startup-phase packet (length word included). The packet must be NUL-terminated lists, which this
  * checks. Returns PROTO_OK or PROTO_BAD with a message in err. */
 enum proto_rc proto_parse_startup(const uint8_t *pkt, size_t len, struct startup_packet *sp, char *err, size_t errlen) MUST_CHECK;

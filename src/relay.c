@@ -166,8 +166,8 @@ struct group;
 struct client_stmt {
 	char *name;             /* the client's name (hash key) */
 	struct stmt_def *def;   /* reference */
-	int pending;            /* 1 while the Parse that created it is unanswered (it is forgotten if that fails) */
-	const struct group *pending_grp; /* the batch that Parse went in */
+	const struct group *pending_grp; /* while the Parse that created it is unanswered (it is forgotten if that
+					  * fails): the batch that Parse went in; else NULL */
 	UT_hash_handle hh;
 };
 
@@ -514,7 +514,6 @@ static void stmt_server_name(uint64_t seq, char *buf, size_t len)
 	snprintf(buf, len, STMT_PREFIX "%llu", (unsigned long long)seq);
 }
 
-/* Writes a Parse of def under its server-side name. */
 /* A Parse of def under the statement name name. */
 static void emit_parse_as(struct evbuffer *out, const char *name, const struct stmt_def *def)
 {
@@ -558,9 +557,7 @@ static void trim_prepared(struct server *sv)
 	int limit = g.cfg.max_prepared_statements;
 	while (limit > 0 && (int)HASH_COUNT(rs->prepared) > limit) {
 		struct server_stmt *old = rs->prepared; /* uthash iterates in insertion order: the oldest first */
-		char name[32];
 		uint8_t kind = 'S';
-		stmt_server_name(old->seq, name, sizeof(name));
 		emit_renamed(sv->s.out, FE_CLOSE, &kind, 1, old->seq, NULL, 0);
 		slot_push(rs, SL_CLOSE, SA_SWALLOW, 0, 0);
 		HASH_DEL(rs->prepared, old);
@@ -858,6 +855,16 @@ static bool resets_statements(const struct shape *sh)
 		strncmp(sh->normalized, "deallocate prepare all", 22) == 0);
 }
 
+/* A new statement name of the client, for def (whose reference it takes). */
+static struct client_stmt *client_stmt_add(struct relay_client *rc, const char *name, struct stmt_def *def)
+{
+	struct client_stmt *s = xcalloc(1, sizeof(*s));
+	s->name = xstrdup(name);
+	s->def = def;
+	STMT_ADD(rc->stmts, s);
+	return s;
+}
+
 static void client_stmt_free(struct client_stmt *s)
 {
 	stmt_def_unref(s->def);
@@ -905,7 +912,6 @@ static struct stmt_rec *rec_push(struct relay_client *rc, enum stmt_rec_kind kin
 	r->name = name ? xstrdup(name) : NULL;
 	rc->rcount++;
 	if (kind == REC_PARSE) {
-		cs->pending = 1;
 		cs->pending_grp = grp;
 	} else if (kind == REC_CLOSE || kind == REC_FORGET) {
 		rc->nclosing++;
@@ -944,7 +950,7 @@ static void rec_commit(struct client *c)
 	if (r->kind == REC_PARSE) {
 		/* a server of this pool accepts the text: a Parse + Sync of it may be answered by parley */
 		struct stmt_def *d = r->cs->def;
-		r->cs->pending = 0;
+		r->cs->pending_grp = NULL;
 		d->ok_pool = c->pool;
 		d->ok_fp = rc->settings_fp;
 		d->ok_gen = stmt_check_gen;
@@ -1044,7 +1050,7 @@ static inline bool stmt_blocked(struct relay_client *rc, const struct client_stm
 				const struct group *grp)
 {
 	if (s)
-		return s->pending && s->pending_grp != grp;
+		return s->pending_grp && s->pending_grp != grp;
 	return rc->nclosing > 0 && closing_elsewhere(rc, name, grp);
 }
 
@@ -1347,15 +1353,13 @@ static enum plan_rc lookup_and_act(struct client *c, struct shape *sh, const str
 			if (parse_name && *parse_name) {
 				struct client_stmt *s;
 				STMT_FIND(rc->stmts, parse_name, s);
+				parse_def->refs++;
 				if (!s) {
-					s = xcalloc(1, sizeof(*s));
-					s->name = xstrdup(parse_name);
-					STMT_ADD(rc->stmts, s);
+					client_stmt_add(rc, parse_name, parse_def);
 				} else {
 					stmt_def_unref(s->def);
+					s->def = parse_def;
 				}
-				parse_def->refs++;
-				s->def = parse_def;
 			} else {
 				parse_def->refs++;
 				stmt_def_unref(rc->unnamed);
@@ -1678,10 +1682,7 @@ static enum plan_rc plan_prepare_only(struct client *c, uint32_t mlen)
 		stmt_def_unref(def);
 		return PLAN_FORWARD;
 	}
-	s = xcalloc(1, sizeof(*s));
-	s->name = xstrdup(name);
-	s->def = def;
-	STMT_ADD(rc->stmts, s);
+	client_stmt_add(rc, name, def);
 	ibuf_drain(&c->s.in, (size_t)mlen + 5);
 	evbuffer_add(c->s.out, reply, sizeof(reply));
 	rstats.prepared_skipped++;
@@ -2016,10 +2017,7 @@ static enum fwd_rc forward_message(struct client *c, struct server *sv, uint8_t 
 			slot_push(rs, SL_PARSE, SA_FORWARD, 0, 0);
 			return FWD_OK;
 		}
-		s = xcalloc(1, sizeof(*s));
-		s->name = xstrdup(name);
-		s->def = def;
-		STMT_ADD(rc->stmts, s);
+		s = client_stmt_add(rc, name, def);
 		rec_push(rc, REC_PARSE, grp, s, NULL);
 		if (sv->tx_status != 'E' && rs->ghead == grp && server_has_stmt(rs, def->seq)) {
 			/* prepared there already, and the batch starts outside a failed transaction (nothing before it

@@ -104,6 +104,16 @@ def names(msgs):
     return [row[0] for row in Wire.data_rows(msgs)]
 
 
+def first_read(p, pg, name):
+    """A new agent called name, the query for its name, and a client of p that has read it once through p (which
+    fills the cache). Returns (agent id, query, client)."""
+    aid = make_agent(pg, name)
+    sql = f"SELECT name FROM parlant_agent WHERE id = {aid}"
+    w = wire_login(p)
+    assert names(w.query(sql)) == [name]
+    return aid, sql, w
+
+
 AGENT_SQL = "SELECT name, id, status, config, created_at FROM parlant_agent WHERE id = {}"
 AGENT_SQL_P = "SELECT name, id, status, config, created_at FROM parlant_agent WHERE id = $1"
 
@@ -201,10 +211,7 @@ def test_write_through_parley_is_visible_at_once_in_autocommit(cached, pg):
 
 def test_write_in_transaction_visible_after_commit_not_after_rollback(cached, pg):
     p = cached()
-    aid = make_agent(pg, "before")
-    sql = f"SELECT name FROM parlant_agent WHERE id = {aid}"
-    r = wire_login(p)
-    assert names(r.query(sql)) == ["before"]
+    aid, sql, r = first_read(p, pg, "before")
     w = wire_login(p)
     w.query("BEGIN")
     w.query(f"UPDATE parlant_agent SET name = 'rolled-back' WHERE id = {aid}")
@@ -261,10 +268,7 @@ def test_a_read_that_calls_a_function_which_writes_invalidates(cached, pg, proto
     pg.query("CREATE OR REPLACE FUNCTION parley_test_rename(i bigint, n text) RETURNS int LANGUAGE sql AS "
              "$$ UPDATE parlant_agent SET name = n WHERE id = i; SELECT 1 $$")
     p = cached()
-    aid = make_agent(pg, "before")
-    sql = f"SELECT name FROM parlant_agent WHERE id = {aid}"
-    w = wire_login(p)
-    assert names(w.query(sql)) == ["before"]
+    aid, sql, w = first_read(p, pg, "before")
     set_name_directly(pg, aid, "behind-parley")
     assert names(w.query(sql)) == ["before"], "the read is not cached: this test would prove nothing"
     text = call.format(fn="parley_test_rename", aid=aid, v="by-function")
@@ -402,10 +406,7 @@ def test_not_cacheable_statements_always_reach_postgres(cached, pg, sql):
 
 def test_not_served_inside_explicit_transaction_or_after_set_role(cached, pg):
     p = cached()
-    aid = make_agent(pg, "one")
-    sql = f"SELECT name FROM parlant_agent WHERE id = {aid}"
-    w = wire_login(p)
-    assert names(w.query(sql)) == ["one"]
+    aid, sql, w = first_read(p, pg, "one")
     set_name_directly(pg, aid, "two")
     w.query("BEGIN")
     assert names(w.query(sql)) == ["two"], "served from cache inside a transaction"
