@@ -447,7 +447,10 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *reaso
 	if (sqlstate) {
 		struct pkt_builder b;
 		pkt_init(&b);
-		pkt_error(&b, "FATAL", sqlstate, reason);
+		if (c->v2_errors)
+			pkt_error_v2(&b, "FATAL", reason);
+		else
+			pkt_error(&b, "FATAL", sqlstate, reason);
 		send_pkt(&c->s, &b);
 		pkt_free(&b);
 		(void)sock_flush_quiet(&c->s);
@@ -1103,6 +1106,7 @@ static void client_login_step(struct client *c)
 			ibuf_remove(&c->s.in, pkt, len);
 			if (proto_parse_startup(pkt, len, &sp, err, sizeof(err)) != PROTO_OK) {
 				free(pkt);
+				c->v2_errors = sp.bad_version && sp.code >> 16 < 3;
 				client_disconnect(c, sp.bad_version ? SQLSTATE_FEATURE_NOT_SUPPORTED :
 								      SQLSTATE_PROTOCOL_VIOLATION, err);
 				return;

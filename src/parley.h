@@ -134,6 +134,7 @@ struct client {
 	bool startup_done;           /* StartupMessage received */
 	bool ssl_answered;           /* an SSLRequest was answered (a second one is refused, as PostgreSQL does) */
 	bool gss_answered;           /* a GSSENCRequest was answered 'N' */
+	bool v2_errors;              /* asked for protocol 1.x or 2.x: the refusal goes out in 2.0's format, as PostgreSQL's */
 	bool over_limit;             /* accepted beyond max_client_conn: only the admin console or a cancel may follow */
 	bool in_tx;                  /* last ReadyForQuery said 'T' or 'E' */
 	usec_t connect_time;         /* monotonic */

@@ -406,6 +406,22 @@ void pkt_notice(struct pkt_builder *b, const char *severity, const char *sqlstat
 	pkt_error_fields(b, BE_NOTICE, severity, sqlstate, message);
 }
 
+void pkt_error_v2(struct pkt_builder *b, const char *severity, const char *message)
+{
+	/* no length word, so not pkt_begin(): the message ends at its NUL */
+	if (b->failed)
+		return;
+	if (b->msg_start != SIZE_MAX) {
+		b->failed = true;
+		return;
+	}
+	pkt_bytes(b, "E", 1);
+	pkt_bytes(b, severity, strlen(severity));
+	pkt_bytes(b, ":  ", 3);
+	pkt_bytes(b, message, strlen(message));
+	pkt_bytes(b, "\n", 2); /* the newline and the NUL */
+}
+
 void pkt_param_status(struct pkt_builder *b, const char *name, const char *value)
 {
 	pkt_begin(b, BE_PARAM_STATUS);

@@ -165,6 +165,9 @@ void pkt_end(struct pkt_builder *b);
 /* Whole-message helpers (each begins and ends one message). */
 void pkt_error(struct pkt_builder *b, const char *severity, const char *sqlstate, const char *message);
 void pkt_notice(struct pkt_builder *b, const char *severity, const char *sqlstate, const char *message);
+/* An error in protocol 2.0's format ('E', then "SEVERITY:  message\n" and a NUL, no length word): what PostgreSQL
+ * sends a client that asked for a protocol older than 3.0, so that the client can show why it was refused. */
+void pkt_error_v2(struct pkt_builder *b, const char *severity, const char *message);
 void pkt_param_status(struct pkt_builder *b, const char *name, const char *value);
 void pkt_backend_key(struct pkt_builder *b, uint32_t pid, uint32_t key);
 void pkt_ready(struct pkt_builder *b, char status);

@@ -6,6 +6,7 @@ import os
 import random
 import re
 import signal
+import socket
 import struct
 import threading
 import time
@@ -279,7 +280,28 @@ def test_newer_protocol_minor_and_protocol_options_get_negotiate_protocol_versio
         assert w.negotiate is None
 
 
-# (2.0 is refused too, but PostgreSQL answers a 2.0 client in the old protocol's error format, which parley does not)
+@pytest.mark.parametrize("version", [(2, 0), (1, 5)], ids=["2.0", "1.5"])
+def test_protocol_before_3_is_refused_in_its_own_format_as_postgres_does(parley, pg, busy, version):
+    """PostgreSQL answers a client asking for protocol 1.x or 2.x with a 2.0-style error ('E', the text, a NUL; no
+    length word, no fields), so that an old client can show why it was refused: the bytes must be the same."""
+    p = parley()
+    b = busy(p)
+    seen = {}
+    for name, ep in (("postgres", pg), ("pooler", p)):
+        with socket.create_connection((ep.host, ep.port), timeout=5) as s:
+            s.sendall(startup_packet(USER, "parlant", protocol=version[0] << 16 | version[1]))
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        seen[name] = data
+    assert seen["pooler"] == seen["postgres"] == (
+        f"EFATAL:  unsupported frontend protocol {version[0]}.{version[1]}: server supports 3.0 to 3.0\n\0".encode())
+    b.check()
+
+
 @pytest.mark.parametrize("version", [(4, 0), (0x1234, 0x5678)], ids=["4.0", "garbage"])
 def test_unsupported_protocol_version_is_refused_as_postgres_does(parley, pg, busy, version):
     p = parley()

@@ -459,6 +459,16 @@ static void test_build_error_exact_and_notice(void **state)
 	assert_int_equal(b.buf[0], 'N');
 	assert_int_equal(b.len - 5, sizeof("SWARNING\0VWARNING\0C01000\0Mw\0\0") - 1);
 	assert_memory_equal(b.buf + 5, "SWARNING\0VWARNING\0C01000\0Mw\0\0", b.len - 5);
+	pkt_reset(&b);
+	/* protocol 2.0's error: no length word, the text ends at its NUL */
+	pkt_error_v2(&b, "FATAL", "unsupported frontend protocol 2.0: server supports 3.0 to 3.0");
+	assert_false(b.failed);
+	assert_bytes(b.buf, b.len, BYTES("EFATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n\0"));
+	/* inside an unfinished message it is misuse, and the builder says so */
+	pkt_reset(&b);
+	pkt_begin(&b, 'Q');
+	pkt_error_v2(&b, "FATAL", "x");
+	assert_true(b.failed);
 	pkt_free(&b);
 }
 
