@@ -9,6 +9,12 @@
 /* Longest SET value text remembered; a longer one is not tracked (and logged). */
 #define SESS_VALUE_MAX 4096
 
+/* The two parameters that say who the client is, tracked whatever track_extra_parameters says. Setting or resetting
+ * the session authorization also drops the role (PostgreSQL: SET SESSION AUTHORIZATION, RESET SESSION AUTHORIZATION
+ * and SET ... DEFAULT leave SHOW role at none), and RESET ALL keeps both (GUC_NO_RESET_ALL); DISCARD ALL drops both. */
+#define SESS_ROLE "role"
+#define SESS_AUTH "session_authorization"
+
 /* One parameter a client or server session has SET (a parameter not in the table is at its default). */
 struct sess_val {
 	char *name;                /* lower-cased parameter name (heap) */
@@ -25,8 +31,8 @@ struct sess_vals {
 enum fx_kind {
 	FX_SET,                    /* SET name TO value */
 	FX_RESET,                  /* RESET name / SET name TO DEFAULT */
-	FX_RESET_ALL,              /* RESET ALL: every parameter but the role (GUC_NO_RESET_ALL) */
-	FX_DISCARD_ALL,            /* DISCARD ALL: every parameter and the role */
+	FX_RESET_ALL,              /* RESET ALL: every parameter but the role and the session authorization */
+	FX_DISCARD_ALL,            /* DISCARD ALL: every parameter, the role and the session authorization */
 	FX_COMMIT,                 /* COMMIT / END: the pending effects are now the session's */
 	FX_ROLLBACK                /* ROLLBACK / ABORT: the pending effects are undone */
 };
@@ -77,20 +83,28 @@ static void vals_clear(struct sess_vals *v)
 	v->n = 0;
 }
 
-/* RESET ALL: as PostgreSQL, it leaves the role alone (SET ROLE is undone by RESET ROLE or DISCARD ALL). */
+static bool is_identity(const char *name)
+{
+	return strcmp(name, SESS_ROLE) == 0 || strcmp(name, SESS_AUTH) == 0;
+}
+
+/* RESET ALL: as PostgreSQL, it leaves the role and the session authorization alone (they are undone by RESET ROLE /
+ * RESET SESSION AUTHORIZATION or DISCARD ALL). */
 static void vals_reset_all(struct sess_vals *v)
 {
-	int keep = vals_find(v, "role");
-	struct sess_val role;
-	if (keep < 0) {
-		vals_clear(v);
-		return;
+	int kept = 0;
+	for (int i = 0; i < v->n; i++) {
+		if (is_identity(v->v[i].name)) {
+			struct sess_val keep = v->v[i];
+			v->v[i] = v->v[kept];
+			v->v[kept++] = keep;
+		}
 	}
-	role = v->v[keep];
-	v->v[keep] = v->v[--v->n];
-	vals_clear(v);
-	v->v[0] = role;
-	v->n = 1;
+	for (int i = kept; i < v->n; i++) {
+		free(v->v[i].name);
+		free(v->v[i].value);
+	}
+	v->n = kept;
 }
 
 static void vals_set(struct sess_vals **pv, const char *name, const char *value, bool guc_string)
@@ -118,9 +132,13 @@ static void vals_apply(struct sess_vals **pv, const struct sess_fx *e)
 {
 	switch (e->kind) {
 	case FX_SET:
+		if (strcmp(e->name, SESS_AUTH) == 0)
+			vals_reset(*pv, SESS_ROLE); /* SET SESSION AUTHORIZATION drops the role */
 		vals_set(pv, e->name, e->value, false);
 		break;
 	case FX_RESET:
+		if (strcmp(e->name, SESS_AUTH) == 0)
+			vals_reset(*pv, SESS_ROLE); /* so does RESET SESSION AUTHORIZATION */
 		vals_reset(*pv, e->name);
 		break;
 	case FX_RESET_ALL:
@@ -183,13 +201,13 @@ static void fx_push(struct sess_fx **list, enum fx_kind kind, const char *name, 
 /* ---- which parameters are tracked ---- */
 
 /* name (lower-cased) is listed in track_extra_parameters and is not one parley tracks through ParameterStatus or the
- * startup packet anyway; or it is the role, which is always tracked: a SET ROLE left on a shared server would make
- * the next client of the pool run as that role. */
+ * startup packet anyway; or it is the role or the session authorization, which are always tracked: a SET ROLE or
+ * SET SESSION AUTHORIZATION left on a shared server would make the next client of the pool run as that user. */
 static bool tracked(const char *name)
 {
 	const char *p = g.cfg.track_extra_parameters;
 	size_t nlen = strlen(name);
-	if (strcmp(name, "role") == 0)
+	if (is_identity(name))
 		return true;
 	if (!p || tracked_var_lookup(name) >= 0)
 		return false;
@@ -376,15 +394,21 @@ static enum tok scan_value(struct lex *lx, enum tok t, const char *name, struct 
 	return t;
 }
 
-/* SET [SESSION] name {TO | =} value, SET [SESSION] ROLE name, SET SCHEMA value: records it if the parameter is
- * tracked. Returns the token after what it used. */
+/* SET [SESSION] name {TO | =} value, SET [SESSION] ROLE name, SET [SESSION] SESSION AUTHORIZATION name, SET SCHEMA
+ * value: records it if the parameter is tracked. Returns the token after what it used. */
 static enum tok scan_set(struct lex *lx, struct sess_fx **fx)
 {
 	char name[SHAPE_NAME_MAX];
 	enum tok t = lex_next(lx);
 
-	if (is_word(t, lx, "session"))
+	if (is_word(t, lx, "session")) {
+		/* SET SESSION AUTHORIZATION, SET SESSION SESSION AUTHORIZATION (AUTHORIZATION is reserved: not a name) */
 		t = lex_next(lx);
+		if (is_word(t, lx, "session"))
+			t = lex_next(lx);
+		if (is_word(t, lx, "authorization"))
+			return scan_value(lx, lex_next(lx), SESS_AUTH, fx);
+	}
 	if (is_word(t, lx, "role")) {
 		t = lex_next(lx);
 		if (is_word(t, lx, "to") || (t == T_OTHER && *lx->ts == '='))
@@ -422,6 +446,10 @@ static void scan_text(struct sess_fx **fx, const char *text, size_t tlen)
 				t = lex_next(&lx);
 				if (is_word(t, &lx, "all")) {
 					fx_push(fx, FX_RESET_ALL, NULL, NULL);
+				} else if (is_word(t, &lx, "session")) {
+					t = lex_next(&lx);
+					if (is_word(t, &lx, "authorization"))
+						fx_push(fx, FX_RESET, SESS_AUTH, NULL);
 				} else if (t == T_WORD || t == T_QIDENT) {
 					char name[SHAPE_NAME_MAX];
 					strlcpy_ok(name, lx.word, sizeof(name));
@@ -580,46 +608,109 @@ bool session_startup_param(struct client *c, const char *name, const char *value
 		return false;
 	for (char *q = lname; *q; q++)
 		*q = (char)tolower((unsigned char)*q);
-	if (!tracked(lname) || strlen(value) >= SESS_VALUE_MAX)
+	/* PostgreSQL ignores a session_authorization in the startup packet: parley refuses it as any unknown one */
+	if (!tracked(lname) || strcmp(lname, SESS_AUTH) == 0 || strlen(value) >= SESS_VALUE_MAX)
 		return false;
-	vals_set(&c->sess, lname, value, true);
+	if (strcmp(lname, SESS_ROLE) == 0) {
+		/* the role as SET role TO E'name' (the same string), which session_server_query sees when the sync SQL
+		 * runs: a set_config after a session authorization change would leave the role out of the server's values */
+		char *lit = NULL;
+		size_t len = 0, cap = 0;
+		literal_add(&lit, &len, &cap, value);
+		vals_set(&c->sess, lname, lit, false);
+		free(lit);
+	} else {
+		vals_set(&c->sess, lname, value, true);
+	}
 	relay_note_startup_setting(c, lname, value); /* the cache key must tell it apart, as a SET of it */
 	return true;
+}
+
+/* Whether the client's entry ci and the server's entry sj (-1: not set) of a parameter are the same setting. */
+static bool vals_same(const struct sess_vals *cv, int ci, const struct sess_vals *svv, int sj)
+{
+	if (ci < 0 || sj < 0)
+		return ci < 0 && sj < 0;
+	return svv->v[sj].guc_string == cv->v[ci].guc_string && strcmp(svv->v[sj].value, cv->v[ci].value) == 0;
+}
+
+/* Appends the statement that gives a server the client's entry i: SET name TO value, or set_config for a startup
+ * parameter's string (set_config takes it as PostgreSQL took it from the startup packet). */
+static void set_add(char **buf, size_t *len, size_t *cap, const struct sess_val *e)
+{
+	if (e->guc_string) {
+		str_add(buf, len, cap, "SELECT pg_catalog.set_config(");
+		literal_add(buf, len, cap, e->name);
+		str_add(buf, len, cap, ", ");
+		literal_add(buf, len, cap, e->value);
+		str_add(buf, len, cap, ", false);");
+		return;
+	}
+	str_add(buf, len, cap, "SET ");
+	name_add(buf, len, cap, e->name);
+	str_add(buf, len, cap, " TO ");
+	str_add(buf, len, cap, e->value);
+	str_add(buf, len, cap, ";");
+}
+
+static void reset_add(char **buf, size_t *len, size_t *cap, const char *name)
+{
+	str_add(buf, len, cap, "RESET ");
+	name_add(buf, len, cap, name);
+	str_add(buf, len, cap, ";");
 }
 
 char *session_sync_sql(struct client *c, struct server *sv)
 {
 	struct sess_vals *cv = c->sess, *svv = sv->sess;
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
+	char *params = NULL, *buf = NULL;
+	size_t plen = 0, pcap = 0, len = 0, cap = 0;
+	int c_auth, s_auth, c_role, s_role;
+	bool auth_same, role_same;
 
 	if ((!cv || cv->n == 0) && (!svv || svv->n == 0))
 		return NULL;
-	for (int i = 0; cv && i < cv->n; i++) {
-		int j = vals_find(svv, cv->v[i].name);
-		if (j >= 0 && svv->v[j].guc_string == cv->v[i].guc_string && strcmp(svv->v[j].value, cv->v[i].value) == 0)
-			continue;
-		if (cv->v[i].guc_string) {
-			/* a startup parameter's string: set_config takes it as PostgreSQL took it from the startup packet */
-			str_add(&buf, &len, &cap, "SELECT pg_catalog.set_config(");
-			literal_add(&buf, &len, &cap, cv->v[i].name);
-			str_add(&buf, &len, &cap, ", ");
-			literal_add(&buf, &len, &cap, cv->v[i].value);
-			str_add(&buf, &len, &cap, ", false);");
-			continue;
-		}
-		str_add(&buf, &len, &cap, "SET ");
-		name_add(&buf, &len, &cap, cv->v[i].name);
-		str_add(&buf, &len, &cap, " TO ");
-		str_add(&buf, &len, &cap, cv->v[i].value);
-		str_add(&buf, &len, &cap, ";");
+	c_auth = vals_find(cv, SESS_AUTH);
+	s_auth = vals_find(svv, SESS_AUTH);
+	c_role = vals_find(cv, SESS_ROLE);
+	s_role = vals_find(svv, SESS_ROLE);
+	auth_same = vals_same(cv, c_auth, svv, s_auth);
+	role_same = vals_same(cv, c_role, svv, s_role);
+
+	/* the other parameters */
+	for (int i = 0; cv && i < cv->n; i++)
+		if (!is_identity(cv->v[i].name) && !vals_same(cv, i, svv, vals_find(svv, cv->v[i].name)))
+			set_add(&params, &plen, &pcap, &cv->v[i]);
+	for (int j = 0; svv && j < svv->n; j++)
+		if (!is_identity(svv->v[j].name) && vals_find(cv, svv->v[j].name) < 0)
+			reset_add(&params, &plen, &pcap, svv->v[j].name);
+
+	/* They run as the login user, who is allowed whatever the client set (a superuser-only parameter SET before
+	 * SET SESSION AUTHORIZATION or SET ROLE would be refused under the user or role the server has now). */
+	if (params && (s_auth >= 0 || s_role >= 0)) {
+		/* resetting the session authorization drops the role too: the server is the login user, with no role */
+		str_add(&buf, &len, &cap, s_auth >= 0 ? "RESET " SESS_AUTH ";" : "RESET " SESS_ROLE ";");
+		auth_same = c_auth < 0;
+		role_same = c_role < 0;
 	}
-	for (int j = 0; svv && j < svv->n; j++) {
-		if (vals_find(cv, svv->v[j].name) >= 0)
-			continue;
-		str_add(&buf, &len, &cap, "RESET ");
-		name_add(&buf, &len, &cap, svv->v[j].name);
-		str_add(&buf, &len, &cap, ";");
+	if (params) {
+		str_add(&buf, &len, &cap, params);
+		free(params);
+	}
+	/* then who the client is: the session authorization before the role, since setting or resetting it drops the
+	 * role (and SET ROLE is checked against the session user) */
+	if (!auth_same) {
+		if (c_auth >= 0)
+			set_add(&buf, &len, &cap, &cv->v[c_auth]);
+		else
+			reset_add(&buf, &len, &cap, SESS_AUTH);
+		role_same = c_role < 0;
+	}
+	if (!role_same) {
+		if (c_role >= 0)
+			set_add(&buf, &len, &cap, &cv->v[c_role]);
+		else
+			reset_add(&buf, &len, &cap, SESS_ROLE);
 	}
 	if (!buf)
 		return NULL;
