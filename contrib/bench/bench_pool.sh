@@ -8,7 +8,9 @@
 # Each configuration runs BENCH_ROUNDS times with the poolers alternating which goes first; the table shows the
 # median tps of each, their ratio, and the median and range of the per-round parley/pgbouncer ratios (each compares
 # two neighbouring runs, so it is the figure least moved by drift: a single run on a shared 2-core machine varies by
-# 10 % or more from one minute to the next).
+# 10 % or more from one minute to the next). The last three columns are each pooler's own CPU time (user + system,
+# read from /proc) per transaction, and their ratio: what the pooler costs the machine, a figure that a slower or
+# busier minute moves far less than it moves tps.
 #
 # Environment: BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3), BENCH_CLIENTS (default "32 500"), BENCH_POOL_SIZE (default 20),
 #              BENCH_SCALE (default 10), PARLEY_BIN (default ./parley), BENCH_MODES (default "simple extended"),
@@ -99,11 +101,13 @@ chown postgres "$work"/*.ini
 # not process-group leaders, so $! is the pooler itself and the cleanup's kill reaches it.)
 setsid "$PARLEY_BIN" -q "$work/parley.ini" >"$work/parley.out" 2>&1 &
 pids+=($!)
+parley_pid=$!
 # pgbouncer drops to "postgres" itself (-u), so that $! is pgbouncer and the cleanup's kill reaches it (a
 # runuser in between would be killed and leave pgbouncer running).
 if [ "$(id -u)" = 0 ]; then bouncer_user=(-u postgres); else bouncer_user=(); fi
 setsid /usr/sbin/pgbouncer -q "${bouncer_user[@]}" "$work/pgbouncer.ini" >"$work/pgbouncer.out" 2>&1 &
 pids+=($!)
+bouncer_pid=$!
 for port in $PARLEY_PORT $BOUNCER_PORT; do
 	for _ in $(seq 50); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
 done
@@ -118,15 +122,25 @@ prep() { # script
 		-c "VACUUM pgbench_branches" -c "VACUUM pgbench_tellers" -c "TRUNCATE pgbench_history" -c "CHECKPOINT" >/dev/null
 }
 
-run() { # target port clients mode script -> tps
-	local port=$2 c=$3 mode=$4 script=$5 out
+# CPU time (user + system, in clock ticks) the process has used so far: fields 14 and 15 of /proc/PID/stat, counted
+# after the ") " that ends the command name.
+cpu_ticks() { [ -n "$1" ] && sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }' || echo 0; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+run() { # target port clients mode script [pooler pid] -> "tps cpu", cpu: the pooler's microseconds per transaction
+	local port=$2 c=$3 mode=$4 script=$5 pid=${6:-} out t0 t1 n
 	local j=$THREADS
 	[ "$c" -lt "$j" ] && j=$c
 	prep "$script"
+	t0=$(cpu_ticks "$pid")
 	out=$("$PGBIN/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c "$c" -j "$j" -T "$SECS" -M "$mode" -b "$script" postgres 2>&1) || {
-		echo "pgbench against $1 failed:" >&2; echo "$out" | tail -5 >&2; echo "0"; return; }
+		echo "pgbench against $1 failed:" >&2; echo "$out" | tail -5 >&2; echo "0 0"; return; }
+	t1=$(cpu_ticks "$pid")
 	if echo "$out" | grep -qi 'error'; then echo "# $1 reported errors:" >&2; echo "$out" | grep -i error | head -3 >&2; fi
-	echo "$out" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | tail -1
+	n=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' | tail -1)
+	# the CPU includes the pooler's work for the clients' logins and logouts, which pgbench's tps leaves out
+	echo "$(echo "$out" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | tail -1)" \
+		"$(awk -v d=$((t1 - t0)) -v n="${n:-0}" -v us="$TICK_US" 'BEGIN { if (n > 0) printf "%.2f", d * us / n; else print 0 }')"
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -150,23 +164,25 @@ ratio_ci() {
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '%-12s %-9s %7s %12s %12s %12s %10s %12s %15s %20s\n' script mode clients direct pgbouncer parley parley/pgb "round median" "rounds min-max" "geomean (90% CI)"
+printf '%-12s %-9s %7s %12s %12s %12s %10s %12s %15s %20s %9s %9s %9s\n' script mode clients direct pgbouncer parley parley/pgb \
+	"round median" "rounds min-max" "geomean (90% CI)" "pgb cpu" "parl cpu" "cpu ratio"
 for script in $SCRIPTS; do
 	for mode in $MODES; do
 		for c in $CLIENTS; do
-			ds=() bs=() ps=() rs=()
+			ds=() bs=() ps=() rs=() bcs=() pcs=()
 			for r in $(seq "$ROUNDS"); do
 				# the two poolers take turns going first, so drift (checkpoints, autovacuum, other load) does
 				# not always favour the same one; each round's ratio compares two neighbouring runs
-				ds+=("$(run direct "$PGPORT" "$c" "$mode" "$script")")
+				read -r d _ < <(run direct "$PGPORT" "$c" "$mode" "$script")
+				ds+=("$d")
 				if [ $((r % 2)) = 1 ]; then
-					b=$(run pgbouncer "$BOUNCER_PORT" "$c" "$mode" "$script")
-					p=$(run parley "$PARLEY_PORT" "$c" "$mode" "$script")
+					read -r b bc < <(run pgbouncer "$BOUNCER_PORT" "$c" "$mode" "$script" "$bouncer_pid")
+					read -r p pc < <(run parley "$PARLEY_PORT" "$c" "$mode" "$script" "$parley_pid")
 				else
-					p=$(run parley "$PARLEY_PORT" "$c" "$mode" "$script")
-					b=$(run pgbouncer "$BOUNCER_PORT" "$c" "$mode" "$script")
+					read -r p pc < <(run parley "$PARLEY_PORT" "$c" "$mode" "$script" "$parley_pid")
+					read -r b bc < <(run pgbouncer "$BOUNCER_PORT" "$c" "$mode" "$script" "$bouncer_pid")
 				fi
-				bs+=("$b") ps+=("$p")
+				bs+=("$b") ps+=("$p") bcs+=("$bc") pcs+=("$pc")
 				rs+=("$(awk -v p="$p" -v b="$b" 'BEGIN { if (b > 0) printf "%.3f", p / b; else print 0 }')")
 			done
 			d=$(median "${ds[@]}") b=$(median "${bs[@]}") p=$(median "${ps[@]}")
@@ -174,11 +190,16 @@ for script in $SCRIPTS; do
 			spread=$(printf '%s\n' "${rs[@]}" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }')
 			rmed=$(printf '%.2f' "$(median "${rs[@]}")")
 			ci=$(ratio_ci "${rs[@]}")
-			printf '%-12s %-9s %7s %12.0f %12.0f %12.0f %10s %12s %15s %20s\n' "$script" "$mode" "$c" "$d" "$b" "$p" "$ratio" "$rmed" "$spread" "$ci"
+			bc=$(median "${bcs[@]}") pc=$(median "${pcs[@]}")
+			cratio=$(awk -v p="$pc" -v b="$bc" 'BEGIN { if (b > 0) printf "%.2f", p / b; else print "n/a" }')
+			printf '%-12s %-9s %7s %12.0f %12.0f %12.0f %10s %12s %15s %20s %9.1f %9.1f %9s\n' "$script" "$mode" "$c" "$d" "$b" "$p" \
+				"$ratio" "$rmed" "$spread" "$ci" "$bc" "$pc" "$cratio"
 		done
 	done
 done
 echo "# pool size $POOL, transaction mode, $SECS s per run, median of $ROUNDS rounds, pgbench -j $THREADS, scale $SCALE, $(nproc) cores" >&2
+echo "# cpu: the pooler's own CPU time (user + system, /proc/PID/stat) per transaction in microseconds, median of the rounds;" \
+	"cpu ratio parley/pgbouncer below 1 means parley spent less" >&2
 # pgbench, PostgreSQL and the poolers share the machine's cores: other load skews the numbers, so say how much
 # there was (on a quiet machine the 1-minute load stays near the number of pgbench threads plus one or two).
 echo "# load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
