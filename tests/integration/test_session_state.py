@@ -335,6 +335,12 @@ def test_set_session_authorization_is_transactional(txpool, sa_users, protocol):
     """A SET SESSION AUTHORIZATION counts when its transaction commits: rolled back, failed or SET LOCAL, the client
     is back to its earlier session user (and role) on its next transaction, on whichever server."""
     reader = sa_users
+
+    def back_to_the_role(a, b):
+        """b runs as the login user; a is back to its session user with its role, whatever the undone SET did"""
+        assert who(b) == SUPER
+        assert who(a) == ("postgres", reader)
+
     with connect(txpool, protocol, user="postgres") as a, connect(txpool, protocol, user="postgres") as b:
         assert backend(a) == backend(b), "pool of one: both clients must run on the same server connection"
         # committed in a transaction block: it stays with the client, not with the server
@@ -350,28 +356,24 @@ def test_set_session_authorization_is_transactional(txpool, sa_users, protocol):
         a.execute(f"SET SESSION AUTHORIZATION {SA_USER}")
         assert who(a) == (SA_USER, SA_USER)
         a.execute("ROLLBACK")
-        assert who(b) == SUPER
-        assert who(a) == ("postgres", reader)
+        back_to_the_role(a, b)
         # a failed transaction, even with COMMIT
         a.execute("BEGIN")
         a.execute(f"SET SESSION AUTHORIZATION {SA_USER}")
         with pytest.raises(psycopg.errors.DivisionByZero):
             a.execute("SELECT 1/0")
         a.execute("COMMIT")
-        assert who(b) == SUPER
-        assert who(a) == ("postgres", reader)
+        back_to_the_role(a, b)
         # SET LOCAL ends with its transaction
         a.execute("BEGIN")
         a.execute(f"SET LOCAL SESSION AUTHORIZATION {SA_USER}")
         assert who(a) == (SA_USER, SA_USER)
         a.execute("COMMIT")
-        assert who(b) == SUPER
-        assert who(a) == ("postgres", reader)
+        back_to_the_role(a, b)
         # a SET SESSION AUTHORIZATION that fails is not restored
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             a.execute("SET SESSION AUTHORIZATION parley_it_no_such_user")
-        assert who(b) == SUPER
-        assert who(a) == ("postgres", reader)
+        back_to_the_role(a, b)
         # the same, set outside a block: it leaves b alone
         a.execute(f"SET SESSION AUTHORIZATION {SA_USER}")
         assert who(b) == SUPER
